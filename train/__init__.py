@@ -1,0 +1,1 @@
+"""Training recipes: one per stage, on the shared Accelerate loop in `train.loop`."""

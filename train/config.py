@@ -1,0 +1,46 @@
+"""Training settings shared by every stage; each recipe nests them beside its model and data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from omni.config import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/stage1"
+    seed: int = 0
+    batch_size: int = 4  # per device
+    gradient_accumulation_steps: int = 1
+    epochs: int = 3
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    num_workers: int = 0
+    log_every: int = 1
+    eval_every: int = 0  # optimizer steps; 0 = only at the end
+    eval_batches: int | None = None  # cap on eval batches; None = the whole eval set
+    save_every: int = 0  # optimizer steps; 0 = only the final model
+    keep_last: int = 2
+    resume: str | None = "auto"  # "auto" = latest checkpoint in output_dir, a checkpoint path, or null
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/train.jsonl"
+    eval: str | None = None
+
+
+@dataclass
+class Stage1Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,251 @@
+"""The training loop every stage shares: Accelerate (DDP / DeepSpeed ZeRO-2/3, bf16), exact resume.
+
+A stage hands in a model whose trainable parameters are already chosen, datasets, a collator, a
+loss function and a function that writes the final model. The loop owns the rest: AdamW over the
+trainable parameters only, a warmup + decay schedule, gradient accumulation and clipping, periodic
+eval loss, atomic checkpoints (a crash mid-save never leaves one that loads), resume that replays
+the same data order and random state, a progress bar, TensorBoard and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from train.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+PARTIAL = ".partial"
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    distributed_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))] if distributed_cpu else []
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "tensorboard")),
+        log_with="tensorboard",
+        step_scheduler_with_optimizer=False,  # one schedule step per optimizer step, whatever the process count
+        kwargs_handlers=handlers,
+    )
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first (partial ones from a crash are ignored)."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step-*") if not p.name.endswith(PARTIAL) and (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def resume_path(config: TrainConfig) -> Path | None:
+    if config.resume is None:
+        return None
+    if config.resume == "auto":
+        found = checkpoints(config.output_dir)
+        return found[-1] if found else None
+    path = Path(config.resume)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"train.resume={config.resume}: not a complete checkpoint (no {STATE_FILE})")
+    return path
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        accelerator: Accelerator,
+        model: nn.Module,
+        train_data: Dataset,
+        collate: Callable[[list], dict[str, torch.Tensor]],
+        loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+        save_model: Callable[[Accelerator, nn.Module, Path], None],
+        eval_data: Dataset | None = None,
+        run_config: dict[str, Any] | None = None,
+    ):
+        self.config = config
+        self.accelerator = accelerator
+        self.loss_fn = loss_fn
+        self.save_model = save_model
+        self.run_config = run_config or {}
+        self.output_dir = Path(config.output_dir)
+        set_seed(config.seed)
+
+        if accelerator.distributed_type.name == "DEEPSPEED":
+            ds = accelerator.state.deepspeed_plugin.deepspeed_config
+            if ds.get("gradient_clipping", "auto") == "auto":
+                ds["gradient_clipping"] = config.max_grad_norm
+
+        def loader(data: Dataset, shuffle: bool) -> DataLoader:
+            return DataLoader(data, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
+                              num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+
+        train_loader = loader(train_data, shuffle=True)
+        eval_loader = loader(eval_data, shuffle=False) if eval_data is not None else None
+        steps_per_epoch = max(len(train_loader) // accelerator.num_processes // config.gradient_accumulation_steps, 1)
+        self.total_steps = config.max_steps or steps_per_epoch * config.epochs
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters")
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas))
+        scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
+                                  num_training_steps=self.total_steps)
+        prepared = accelerator.prepare(model, optimizer, train_loader, scheduler, *([eval_loader] if eval_loader else []))
+        self.model, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
+        self.eval_loader = prepared[4] if eval_loader else None
+        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "train_loss": [], "eval_loss": []}
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """accelerate state + trainer state into step-N.partial, renamed into place once complete."""
+        root = self.output_dir / CHECKPOINTS
+        final = root / f"step-{self.state['step']:07d}"
+        partial = final.with_name(final.name + PARTIAL)
+        acc = self.accelerator
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(partial))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps(self.state))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+            for old in checkpoints(self.output_dir)[: -self.config.keep_last or None]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.accelerator.load_state(str(path))
+        self.state = json.loads((path / STATE_FILE).read_text())
+        self.accelerator.print(f"resumed from {path} at step {self.state['step']}")
+
+    # ---- loop -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if self.eval_loader is None:
+            return None
+        self.model.eval()
+        total, count = torch.zeros((), device=self.accelerator.device), 0
+        for i, batch in enumerate(self.eval_loader):
+            if self.config.eval_batches is not None and i >= self.config.eval_batches:
+                break
+            total += self.accelerator.reduce(self.loss_fn(self.model, batch).detach().float(), "mean")
+            count += 1
+        self.model.train()
+        return (total / max(count, 1)).item()
+
+    def train(self) -> dict[str, Any]:
+        acc, config = self.accelerator, self.config
+        start = resume_path(config)
+        if start is not None:
+            self.load_checkpoint(start)
+        acc.init_trackers("omni", config={k: str(v) for k, v in self.run_config.items()})
+        bar = tqdm(total=self.total_steps, initial=self.state["step"], disable=not acc.is_local_main_process, desc="train")
+        self.model.train()
+        began, samples_at_start = time.perf_counter(), self.state["samples"]
+        micro_losses: list[torch.Tensor] = []
+        while self.state["step"] < self.total_steps:
+            self.train_loader.set_epoch(self.state["epoch"])
+            loader = acc.skip_first_batches(self.train_loader, self.state["batches_in_epoch"]) if self.state["batches_in_epoch"] else self.train_loader
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    loss = self.loss_fn(self.model, batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients:  # under DeepSpeed these are done by the engine in backward
+                        acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                        self.optimizer.step()
+                        self.scheduler.step()
+                        self.optimizer.zero_grad()
+                micro_losses.append(loss.detach().float())
+                self.state["batches_in_epoch"] += 1
+                self.state["samples"] += len(batch["input_ids"]) * acc.num_processes
+                if acc.sync_gradients:
+                    self._end_step(torch.stack(micro_losses).mean(), bar, began, samples_at_start)
+                    micro_losses = []
+                    if self.state["step"] >= self.total_steps:
+                        break
+            else:
+                self.state["epoch"] += 1
+                self.state["batches_in_epoch"] = 0
+        bar.close()
+        return self._finish(time.perf_counter() - began, self.state["samples"] - samples_at_start)
+
+    def _end_step(self, loss: torch.Tensor, bar: tqdm, began: float, samples_at_start: int) -> None:
+        acc, config, state = self.accelerator, self.config, self.state
+        state["step"] += 1
+        step = state["step"]
+        loss_value = acc.reduce(loss, "mean").item()
+        state["train_loss"].append(loss_value)
+        rate = (state["samples"] - samples_at_start) / max(time.perf_counter() - began, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.2f}")
+        if step % max(config.log_every, 1) == 0:
+            acc.log({"train/loss": loss_value, "train/lr": self.scheduler.get_last_lr()[0], "train/samples_per_s": rate}, step=step)
+        if config.eval_every and step % config.eval_every == 0 and step < self.total_steps:
+            self._log_eval(step)
+        if config.save_every and step % config.save_every == 0 and step < self.total_steps:
+            self.save_checkpoint()
+
+    def _log_eval(self, step: int) -> None:
+        loss = self.evaluate()
+        if loss is not None:
+            self.state["eval_loss"].append({"step": step, "loss": loss})
+            self.accelerator.log({"eval/loss": loss}, step=step)
+            self.accelerator.print(f"step {step}: eval loss {loss:.4f}")
+
+    def _finish(self, seconds: float, samples: int) -> dict[str, Any]:
+        acc = self.accelerator
+        self._log_eval(self.state["step"])
+        final = self.output_dir / "model"
+        partial = final.with_name(final.name + PARTIAL)
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.save_model(acc, self.model, partial)
+        acc.wait_for_everyone()
+        losses = self.state["train_loss"]
+        summary = {
+            "steps": self.state["step"],
+            "samples": self.state["samples"],
+            "epochs_completed": self.state["epoch"],
+            "processes": acc.num_processes,
+            "wall_seconds": round(seconds, 2),
+            "samples_per_second": round(samples / max(seconds, 1e-9), 3),
+            "first_train_loss": losses[0] if losses else None,
+            "final_train_loss": losses[-1] if losses else None,
+            "train_loss": losses,
+            "eval_loss": self.state["eval_loss"],
+            "model_dir": str(final),
+        }
+        if acc.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            print(f"model saved to {final}; summary in {self.output_dir / 'summary.json'}")
+        acc.end_training()
+        return summary

@@ -1,0 +1,74 @@
+"""Stage 1: teach the LLM to answer speech (adaptor + full LLM or LoRA; the encoder stays frozen).
+
+    python -m train.stage1 --config train/configs/stage1_tiny.yaml
+    python -m train.stage1 --config train/configs/stage1_tiny.yaml train.max_steps=10 train.lr=1e-3
+    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage1 \
+        --config train/configs/stage1_llama31_8b.yaml
+
+setup (config, accelerator, model, data) -> train (shared loop) -> save (hand-off directory + summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from torch import nn
+
+from omni.config import load_config, to_dict
+from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.model import OmniModel
+from train.config import Stage1Config
+from train.loop import Trainer, make_accelerator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage1_tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
+    return parser.parse_args(argv)
+
+
+def save_model(accelerator: Accelerator, model: nn.Module, directory: Path) -> None:
+    state = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(directory, state_dict=state)
+
+
+def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
+    with accelerator.main_process_first():  # one process fills any download cache first
+        model = OmniModel.from_config(config.model)
+    if config.train.gradient_checkpointing:
+        model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.base_llm.config.use_cache = False
+    train_data = SpeechInstructionDataset(config.data.train)
+    eval_data = SpeechInstructionDataset(config.data.eval) if config.data.eval else None
+    collate = SpeechCollator(model.prompt, config.model.encoder, model.encoder.n_mels, config.model.adaptor.stride)
+    return Trainer(
+        config.train, accelerator, model, train_data, collate,
+        loss_fn=lambda m, batch: m(batch).loss,
+        save_model=save_model,
+        eval_data=eval_data,
+        run_config=to_dict(config),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    config = load_config(args.config, Stage1Config, args.overrides)
+    accelerator = make_accelerator(config.train)
+    if accelerator.is_main_process:
+        Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    try:
+        return build(config, accelerator).train()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
