@@ -34,8 +34,12 @@ def write_split(directory: Path, name: str, count: int, rng: np.random.Generator
             label = int(rng.integers(len(WORDS)))
             audio = Path(name) / f"{i:05d}.wav"
             soundfile.write(directory / audio, tone(label, float(rng.uniform(1.0, 4.0)), rng), SAMPLE_RATE)
-            record = {"id": f"{name}-{i:05d}", "audio": str(audio), "instruction": "Which tone is this?",
-                      "response": f"The tone is {WORDS[label]}."}
+            record = {
+                "id": f"{name}-{i:05d}",
+                "audio": str(audio),
+                "instruction": "Which tone is this?",
+                "response": f"The tone is {WORDS[label]}.",
+            }
             out.write(json.dumps(record) + "\n")
     return manifest
 

@@ -68,12 +68,16 @@ def window_frames(num_samples: int, pad_to_30s: bool, long_audio: str = "window"
     return [min(WINDOW_FRAMES, frames - i * WINDOW_FRAMES) for i in range(count)]
 
 
-def mel_windows(audio: np.ndarray, n_mels: int, pad_to_30s: bool, long_audio: str = "window", where: str = "audio") -> list[torch.Tensor]:
+def mel_windows(
+    audio: np.ndarray, n_mels: int, pad_to_30s: bool, long_audio: str = "window", where: str = "audio"
+) -> list[torch.Tensor]:
     """Log-mel windows of one clip, each (n_mels, frames <= 3000).
 
     The mel is computed over the clip followed by 30 s of silence, exactly as Whisper does, so the
     clip's own frames are the same in both modes; the 30 s mode keeps the silence frames too.
     """
-    mel = whisper.audio.log_mel_spectrogram(torch.from_numpy(np.asarray(audio, dtype=np.float32)), n_mels, padding=WINDOW_SAMPLES)
+    mel = whisper.audio.log_mel_spectrogram(
+        torch.from_numpy(np.asarray(audio, dtype=np.float32)), n_mels, padding=WINDOW_SAMPLES
+    )
     sizes = window_frames(len(audio), pad_to_30s, long_audio, where)
     return [mel[:, i * WINDOW_FRAMES : i * WINDOW_FRAMES + size] for i, size in enumerate(sizes)]

@@ -121,9 +121,8 @@ class SpeechInstructionDataset(Dataset):
         if instruction is not None and not isinstance(instruction, str):
             fail("instruction", "expected text")
         units = row.get("units")
-        if units is not None:
-            if not isinstance(units, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in units):
-                fail("units", "expected a list of non-negative integers")
+        if units is not None and not _is_unit_list(units):
+            fail("units", "expected a list of non-negative integers")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -154,6 +153,10 @@ class SpeechInstructionDataset(Dataset):
         )
 
 
+def _is_unit_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in value)
+
+
 def speech_embedding_count(frames_per_window: list[int], adaptor_stride: int) -> int:
     """How many embeddings the encoder + adaptor make of a clip's windows."""
     return sum((f + 1) // 2 for f in frames_per_window) // adaptor_stride
@@ -162,8 +165,15 @@ def speech_embedding_count(frames_per_window: list[int], adaptor_stride: int) ->
 class SpeechCollator:
     """Examples -> a padded batch: token ids with speech slots, labels, and mel windows."""
 
-    def __init__(self, prompt: PromptBuilder, encoder: EncoderConfig, n_mels: int, adaptor_stride: int,
-                 padding_side: str = "right", with_response: bool = True):
+    def __init__(
+        self,
+        prompt: PromptBuilder,
+        encoder: EncoderConfig,
+        n_mels: int,
+        adaptor_stride: int,
+        padding_side: str = "right",
+        with_response: bool = True,
+    ):
         self.prompt = prompt
         self.encoder = encoder
         self.n_mels = n_mels
@@ -187,7 +197,7 @@ class SpeechCollator:
         batch_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
         batch_labels = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, (seq, lab) in enumerate(zip(ids, labels)):
+        for row, (seq, lab) in enumerate(zip(ids, labels, strict=True)):
             span = slice(0, len(seq)) if self.padding_side == "right" else slice(width - len(seq), width)
             batch_ids[row, span] = torch.tensor(seq)
             batch_labels[row, span] = torch.tensor(lab)
@@ -204,4 +214,3 @@ class SpeechCollator:
             "mel_frames": frames,
             "windows_per_clip": torch.tensor(windows_per_clip),
         }
-

@@ -9,6 +9,7 @@ encoded the same alone or in a padded batch, and a 30 s window gives Whisper's o
 from __future__ import annotations
 
 import os
+
 import torch
 import torch.nn.functional as F
 import whisper
@@ -97,7 +98,9 @@ class SpeechEncoder(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(batch, length, heads, width // heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(attn.query(x)), split(attn.key(x)), split(attn.value(x)), attn_mask=mask)
+        out = F.scaled_dot_product_attention(
+            split(attn.query(x)), split(attn.key(x)), split(attn.value(x)), attn_mask=mask
+        )
         return attn.out(out.transpose(1, 2).reshape(batch, length, width))
 
     def encode_clips(
@@ -111,4 +114,3 @@ class SpeechEncoder(nn.Module):
             clips.append(torch.cat(parts))
             start += count
         return clips, torch.tensor([c.shape[0] for c in clips], device=features.device)
-

@@ -33,8 +33,14 @@ def end_of_turn_ids(llm: PreTrainedModel) -> list[int]:
 
 
 class OmniModel(nn.Module):
-    def __init__(self, config: ModelConfig, encoder: SpeechEncoder, adaptor: SpeechAdaptor, llm: PreTrainedModel,
-                 tokenizer: PreTrainedTokenizerBase):
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoder: SpeechEncoder,
+        adaptor: SpeechAdaptor,
+        llm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+    ):
         super().__init__()
         self.config = config
         self.encoder = encoder
@@ -45,8 +51,9 @@ class OmniModel(nn.Module):
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ModelConfig, llm_path: str | Path | None = None,
-                    tokenizer_path: str | Path | None = None) -> OmniModel:
+    def from_config(
+        cls, config: ModelConfig, llm_path: str | Path | None = None, tokenizer_path: str | Path | None = None
+    ) -> OmniModel:
         """A fresh model: pretrained encoder and LLM, a new adaptor, LoRA added if configured."""
         encoder = SpeechEncoder.from_config(config.encoder)
         llm = AutoModelForCausalLM.from_pretrained(
@@ -56,7 +63,9 @@ class OmniModel(nn.Module):
         )
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or config.llm.name_or_path))
         a = config.adaptor
-        adaptor = SpeechAdaptor(encoder.width, llm.config.hidden_size, a.stride, a.hidden_size).to(DTYPES[config.llm.dtype])
+        adaptor = SpeechAdaptor(encoder.width, llm.config.hidden_size, a.stride, a.hidden_size).to(
+            DTYPES[config.llm.dtype]
+        )
         model = cls(config, encoder, adaptor, llm, tokenizer)
         if config.llm.train == "lora":
             model.llm = cls._add_lora(llm, config)
@@ -69,7 +78,11 @@ class OmniModel(nn.Module):
 
         lora = config.llm.lora
         peft_config = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
         )
         return get_peft_model(llm, peft_config)
 
@@ -89,7 +102,9 @@ class OmniModel(nn.Module):
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
     # ---- forward --------------------------------------------------------------------------
-    def embed_speech(self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_speech(
+        self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         clips, _ = self.encoder.encode_clips(mels, mel_frames, windows_per_clip.tolist())
         return self.adaptor(clips)
 
@@ -122,7 +137,9 @@ class OmniModel(nn.Module):
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("eos_token_id", sorted(self.prompt.end_of_turn_ids))
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-        out = self.llm.generate(inputs_embeds=self.inputs_embeds(batch), attention_mask=batch["attention_mask"], **kwargs)
+        out = self.llm.generate(
+            inputs_embeds=self.inputs_embeds(batch), attention_mask=batch["attention_mask"], **kwargs
+        )
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
 
     # ---- save / load ----------------------------------------------------------------------
@@ -146,9 +163,13 @@ class OmniModel(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{directory}: not an omni model directory (no {CONFIG_FILE})")
-        config = from_dict(ModelConfig, yaml.safe_load((directory / CONFIG_FILE).read_text()), str(directory / CONFIG_FILE))
+        config = from_dict(
+            ModelConfig, yaml.safe_load((directory / CONFIG_FILE).read_text()), str(directory / CONFIG_FILE)
+        )
         full = config.llm.train == "full"
-        model = cls.from_config(_without_lora(config), llm_path=directory / "llm" if full else None, tokenizer_path=directory)
+        model = cls.from_config(
+            _without_lora(config), llm_path=directory / "llm" if full else None, tokenizer_path=directory
+        )
         model.adaptor.load_state_dict(load_file(directory / ADAPTOR_FILE))
         if config.llm.train == "lora":
             from peft import PeftModel
@@ -164,4 +185,3 @@ def _without_lora(config: ModelConfig) -> ModelConfig:
     from dataclasses import replace
 
     return replace(config, llm=replace(config.llm, train="frozen" if config.llm.train == "lora" else config.llm.train))
-

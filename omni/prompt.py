@@ -27,7 +27,9 @@ class PromptBuilder:
         if tokenizer.chat_template is None:
             raise PromptError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; use an instruct model")
         if config.user.count(config.placeholder) != 1:
-            raise PromptError(f"prompt.user must hold the placeholder {config.placeholder!r} exactly once: {config.user!r}")
+            raise PromptError(
+                f"prompt.user must hold the placeholder {config.placeholder!r} exactly once: {config.user!r}"
+            )
         self.tokenizer = tokenizer
         self.config = config
         ids = set(end_of_turn_ids)
@@ -67,7 +69,9 @@ class PromptBuilder:
         ids = self._tokens(full[len(prompt) :])
         end = next((i for i, t in enumerate(ids) if t in self.end_of_turn_ids), None)
         if end is None:
-            raise PromptError(f"no end-of-turn token {sorted(self.end_of_turn_ids)} after the response; set prompt.end_of_turn")
+            raise PromptError(
+                f"no end-of-turn token {sorted(self.end_of_turn_ids)} after the response; set prompt.end_of_turn"
+            )
         return ids[: end + 1]
 
     def encode(self, num_speech: int, response: str | None = None) -> tuple[list[int], list[int]]:

@@ -75,7 +75,10 @@ def test_datasets_directory_with_arrays_and_paths(tmp_path, wav):
     import datasets
 
     rows = {
-        "audio": [{"array": noise(1.0).tolist(), "sampling_rate": 8000, "path": None}, {"array": None, "sampling_rate": None, "path": str(tmp_path / wav)}],
+        "audio": [
+            {"array": noise(1.0).tolist(), "sampling_rate": 8000, "path": None},
+            {"array": None, "sampling_rate": None, "path": str(tmp_path / wav)},
+        ],
         "response": ["a", "b"],
     }
     datasets.Dataset.from_dict(rows).save_to_disk(tmp_path / "ds")

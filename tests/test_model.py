@@ -31,7 +31,9 @@ def test_speech_embeddings_land_in_their_slots(model):
         slots = (batch["input_ids"][row] == SPEECH_TOKEN_ID).nonzero().squeeze(1)
         torch.testing.assert_close(embeds[row, slots], speech[row, : lengths[row]])
         text = batch["input_ids"][row] != SPEECH_TOKEN_ID
-        torch.testing.assert_close(embeds[row, text], model.base_llm.get_input_embeddings()(batch["input_ids"][row, text]))
+        torch.testing.assert_close(
+            embeds[row, text], model.base_llm.get_input_embeddings()(batch["input_ids"][row, text])
+        )
         assert (batch["labels"][row, slots] == IGNORE_INDEX).all()
 
 
@@ -51,7 +53,9 @@ def test_encoder_gets_no_gradient_and_adaptor_and_llm_do(model):
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.adaptor.parameters())
     assert not any(n.startswith("encoder.") for n in trainable(model))
-    assert {n for n in trainable(model) if n.startswith("llm.")} == {"llm." + n for n, _ in model.llm.named_parameters()}
+    assert {n for n in trainable(model) if n.startswith("llm.")} == {
+        "llm." + n for n, _ in model.llm.named_parameters()
+    }
 
 
 def test_lora_trains_only_adapters_and_adaptor(model_config):
@@ -89,7 +93,7 @@ def test_generate_answers_a_left_padded_batch(model):
     assert (batch["attention_mask"][:, -1] == 1).all() and (batch["attention_mask"][1, 0] == 0)
     answers = model.generate(batch, max_new_tokens=6, min_new_tokens=6)
     c = model.config
-    for ex, answer in zip(examples(), answers):
+    for ex, answer in zip(examples(), answers, strict=True):
         alone = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)([ex])
         assert model.generate(alone, max_new_tokens=6, min_new_tokens=6) == [answer]
     assert all(len(model.tokenizer(a)["input_ids"]) > 0 for a in answers)

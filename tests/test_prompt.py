@@ -32,13 +32,18 @@ def test_speech_slots_and_labels_cover_only_the_answer(tokenizer):
 
 
 def test_llama3_style_template_ends_at_eot(tokenizer):
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+    )
     tokenizer.chat_template = LLAMA3_TEMPLATE
     builder = PromptBuilder(tokenizer, PromptConfig(end_of_turn="<|eot_id|>"))
     ids, labels = builder.encode(3, "yes")
     answer = [t for t in labels if t != IGNORE_INDEX]
     assert tokenizer.decode(answer) == "yes<|eot_id|>"
-    assert tokenizer.decode(ids[:1]) == "<|begin_of_text|>" and ids.count(tokenizer.convert_tokens_to_ids("<|begin_of_text|>")) == 1
+    assert (
+        tokenizer.decode(ids[:1]) == "<|begin_of_text|>"
+        and ids.count(tokenizer.convert_tokens_to_ids("<|begin_of_text|>")) == 1
+    )
 
 
 def test_placeholder_must_appear_once(tokenizer):

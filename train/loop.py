@@ -44,7 +44,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         mixed_precision=precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
-        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "tensorboard")),
+        project_config=ProjectConfiguration(
+            project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "tensorboard")
+        ),
         log_with="tensorboard",
         step_scheduler_with_optimizer=False,  # one schedule step per optimizer step, whatever the process count
         kwargs_handlers=handlers,
@@ -99,8 +101,14 @@ class Trainer:
                 ds["gradient_clipping"] = config.max_grad_norm
 
         def loader(data: Dataset, shuffle: bool) -> DataLoader:
-            return DataLoader(data, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
-                              num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+            return DataLoader(
+                data,
+                batch_size=config.batch_size,
+                shuffle=shuffle,
+                collate_fn=collate,
+                num_workers=config.num_workers,
+                generator=torch.Generator().manual_seed(config.seed),
+            )
 
         train_loader = loader(train_data, shuffle=True)
         eval_loader = loader(eval_data, shuffle=False) if eval_data is not None else None
@@ -109,10 +117,18 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the model has no trainable parameters")
-        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas))
-        scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
-                                  num_training_steps=self.total_steps)
-        prepared = accelerator.prepare(model, optimizer, train_loader, scheduler, *([eval_loader] if eval_loader else []))
+        optimizer = torch.optim.AdamW(
+            trainable, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
+        )
+        scheduler = get_scheduler(
+            config.schedule,
+            optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        prepared = accelerator.prepare(
+            model, optimizer, train_loader, scheduler, *([eval_loader] if eval_loader else [])
+        )
         self.model, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
         self.eval_loader = prepared[4] if eval_loader else None
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "train_loss": [], "eval_loss": []}
@@ -165,13 +181,19 @@ class Trainer:
         if start is not None:
             self.load_checkpoint(start)
         acc.init_trackers("omni", config={k: str(v) for k, v in self.run_config.items()})
-        bar = tqdm(total=self.total_steps, initial=self.state["step"], disable=not acc.is_local_main_process, desc="train")
+        bar = tqdm(
+            total=self.total_steps, initial=self.state["step"], disable=not acc.is_local_main_process, desc="train"
+        )
         self.model.train()
         began, samples_at_start = time.perf_counter(), self.state["samples"]
         micro_losses: list[torch.Tensor] = []
         while self.state["step"] < self.total_steps:
             self.train_loader.set_epoch(self.state["epoch"])
-            loader = acc.skip_first_batches(self.train_loader, self.state["batches_in_epoch"]) if self.state["batches_in_epoch"] else self.train_loader
+            loader = (
+                acc.skip_first_batches(self.train_loader, self.state["batches_in_epoch"])
+                if self.state["batches_in_epoch"]
+                else self.train_loader
+            )
             for batch in loader:
                 with acc.accumulate(self.model):
                     loss = self.loss_fn(self.model, batch)
@@ -205,7 +227,10 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.2f}")
         if step % max(config.log_every, 1) == 0:
-            acc.log({"train/loss": loss_value, "train/lr": self.scheduler.get_last_lr()[0], "train/samples_per_s": rate}, step=step)
+            acc.log(
+                {"train/loss": loss_value, "train/lr": self.scheduler.get_last_lr()[0], "train/samples_per_s": rate},
+                step=step,
+            )
         if config.eval_every and step % config.eval_every == 0 and step < self.total_steps:
             self._log_eval(step)
         if config.save_every and step % config.save_every == 0 and step < self.total_steps:

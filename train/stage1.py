@@ -48,7 +48,11 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
     eval_data = SpeechInstructionDataset(config.data.eval) if config.data.eval else None
     collate = SpeechCollator(model.prompt, config.model.encoder, model.encoder.n_mels, config.model.adaptor.stride)
     return Trainer(
-        config.train, accelerator, model, train_data, collate,
+        config.train,
+        accelerator,
+        model,
+        train_data,
+        collate,
         loss_fn=lambda m, batch: m(batch).loss,
         save_model=save_model,
         eval_data=eval_data,

@@ -9,8 +9,8 @@ from accelerate.state import AcceleratorState
 
 from omni.model import OmniModel
 from train import stage1
-from train.loop import STATE_FILE, checkpoints, resume_path
 from train.config import TrainConfig
+from train.loop import STATE_FILE, checkpoints, resume_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
@@ -35,7 +35,9 @@ def overrides(tiny_dir, toy_dir, out, *extra):
 
 def test_stage1_trains_saves_and_reports(tiny_dir, toy_dir, tmp_path):
     out = tmp_path / "run"
-    summary = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, "train.max_steps=12", "train.eval_every=6")])
+    summary = stage1.main(
+        ["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, "train.max_steps=12", "train.eval_every=6")]
+    )
     assert summary["steps"] == 12 and summary["samples"] == 48
     assert summary["final_train_loss"] < summary["first_train_loss"] - 1.0
     assert [e["step"] for e in summary["eval_loss"]] == [6, 12]
@@ -48,13 +50,21 @@ def test_stage1_trains_saves_and_reports(tiny_dir, toy_dir, tmp_path):
 
 def test_resume_continues_exactly(tiny_dir, toy_dir, tmp_path):
     # LoRA with dropout: equal losses need the same weights, optimizer, schedule, data order and RNG.
-    common = ["train.max_steps=6", "train.save_every=3", "model.llm.train=lora", "model.llm.lora.dropout=0.2", "train.eval_every=0"]
+    common = [
+        "train.max_steps=6",
+        "train.save_every=3",
+        "model.llm.train=lora",
+        "model.llm.lora.dropout=0.2",
+        "train.eval_every=0",
+    ]
     straight = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "a", *common)])
     AcceleratorState._reset_state(reset_partial_state=True)
     (checkpoint,) = checkpoints(tmp_path / "a")
     assert checkpoint.name == "step-0000003"
     assert json.loads((checkpoint / STATE_FILE).read_text())["batches_in_epoch"] == 3  # mid-epoch: 4 batches per epoch
-    resumed = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "b", *common, f"train.resume={checkpoint}")])
+    resumed = stage1.main(
+        ["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "b", *common, f"train.resume={checkpoint}")]
+    )
     assert resumed["train_loss"] == straight["train_loss"]
     assert resumed["samples"] == straight["samples"] == 24
 
@@ -74,8 +84,16 @@ def test_partial_checkpoints_are_never_resumed(tmp_path):
 def test_zero2_two_processes_on_cpu(tiny_dir, toy_dir, tmp_path):
     out = tmp_path / "zero2"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "train/configs/accelerate_zero2_cpu.yaml",
-        "-m", "train.stage1", "--config", CONFIG, *overrides(tiny_dir, toy_dir, out, "train.max_steps=6", "train.save_every=3"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "train/configs/accelerate_zero2_cpu.yaml",
+        "-m",
+        "train.stage1",
+        "--config",
+        CONFIG,
+        *overrides(tiny_dir, toy_dir, out, "train.max_steps=6", "train.save_every=3"),
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
