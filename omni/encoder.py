@@ -19,17 +19,19 @@ from whisper.model import AudioEncoder, ModelDimensions
 from omni.config import EncoderConfig
 
 
+def whisper_checkpoint(name_or_path: str, download_root: str | None = None) -> str:
+    """Local path of a Whisper checkpoint, downloading a named model on first use."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    if name_or_path in whisper._MODELS:
+        root = download_root or os.path.join(os.path.expanduser("~"), ".cache", "whisper")
+        return whisper._download(whisper._MODELS[name_or_path], root, in_memory=False)
+    raise FileNotFoundError(f"Whisper encoder {name_or_path!r} is neither a file nor one of {sorted(whisper._MODELS)}")
+
+
 def load_whisper_encoder(name_or_path: str, download_root: str | None = None) -> tuple[AudioEncoder, ModelDimensions]:
     """Encoder weights only, from an openai-whisper model name or a local checkpoint."""
-    if os.path.isfile(name_or_path):
-        path = name_or_path
-    elif name_or_path in whisper._MODELS:
-        root = download_root or os.path.join(os.path.expanduser("~"), ".cache", "whisper")
-        path = whisper._download(whisper._MODELS[name_or_path], root, in_memory=False)
-    else:
-        raise FileNotFoundError(
-            f"Whisper encoder {name_or_path!r} is neither a file nor one of {sorted(whisper._MODELS)}"
-        )
+    path = whisper_checkpoint(name_or_path, download_root)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     dims = ModelDimensions(**checkpoint["dims"])
     encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer)

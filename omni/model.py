@@ -101,6 +101,10 @@ class OmniModel(nn.Module):
     def base_llm(self) -> PreTrainedModel:
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
+    @property
+    def hidden_size(self) -> int:
+        return self.base_llm.config.hidden_size
+
     # ---- forward --------------------------------------------------------------------------
     def embed_speech(
         self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: torch.Tensor

@@ -53,6 +53,21 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     )
 
 
+def fill_deepspeed_auto(ds: dict, config: TrainConfig, hidden_size: int | None) -> None:
+    """Fill the DeepSpeed "auto" values Accelerate cannot: clipping from our config, ZeRO-3 buckets from the width."""
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = config.max_grad_norm
+    zero = ds.get("zero_optimization", {})
+    sizes = {
+        "reduce_bucket_size": hidden_size * hidden_size if hidden_size else None,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size) if hidden_size else None,
+        "stage3_param_persistence_threshold": 10 * hidden_size if hidden_size else None,
+    }
+    for key, value in sizes.items():
+        if zero.get(key) == "auto" and value is not None:
+            zero[key] = value
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (partial ones from a crash are ignored)."""
     root = Path(output_dir) / CHECKPOINTS
@@ -96,9 +111,9 @@ class Trainer:
         set_seed(config.seed)
 
         if accelerator.distributed_type.name == "DEEPSPEED":
-            ds = accelerator.state.deepspeed_plugin.deepspeed_config
-            if ds.get("gradient_clipping", "auto") == "auto":
-                ds["gradient_clipping"] = config.max_grad_norm
+            fill_deepspeed_auto(
+                accelerator.state.deepspeed_plugin.deepspeed_config, config, getattr(model, "hidden_size", None)
+            )
 
         def loader(data: Dataset, shuffle: bool) -> DataLoader:
             return DataLoader(

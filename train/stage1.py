@@ -20,6 +20,7 @@ from torch import nn
 
 from omni.config import load_config, to_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.encoder import whisper_checkpoint
 from omni.model import OmniModel
 from train.config import Stage1Config
 from train.loop import Trainer, make_accelerator
@@ -39,8 +40,9 @@ def save_model(accelerator: Accelerator, model: nn.Module, directory: Path) -> N
 
 
 def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
-    with accelerator.main_process_first():  # one process fills any download cache first
-        model = OmniModel.from_config(config.model)
+    with accelerator.main_process_first():  # one process downloads; loading stays collective (ZeRO-3)
+        whisper_checkpoint(config.model.encoder.name_or_path, config.model.encoder.download_root)
+    model = OmniModel.from_config(config.model)
     if config.train.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.base_llm.config.use_cache = False

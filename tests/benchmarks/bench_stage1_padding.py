@@ -69,7 +69,7 @@ def main() -> None:
         encoder = replace(base.encoder, pad_to_30s=pad)
         batches[mode] = SpeechCollator(model.prompt, encoder, model.encoder.n_mels, base.adaptor.stride)(examples)
     times: dict[str, list[float]] = {mode: [] for mode in batches}
-    for mode, batch in batches.items():  # warm-up
+    for batch in batches.values():  # warm-up
         step_seconds(model, batch, optimizer)
     for _ in range(args.steps):
         for mode, batch in batches.items():
