@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 
 from omni.config import load_config, to_dict
@@ -40,6 +41,7 @@ def save_model(accelerator: Accelerator, model: nn.Module, directory: Path) -> N
 
 
 def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
+    set_seed(config.train.seed)  # the new adaptor's initial weights depend on it
     with accelerator.main_process_first():  # one process downloads; loading stays collective (ZeRO-3)
         whisper_checkpoint(config.model.encoder.name_or_path, config.model.encoder.download_root)
     model = OmniModel.from_config(config.model)

@@ -108,3 +108,12 @@ def test_deepspeed_two_processes_on_cpu(tiny_dir, toy_dir, tmp_path, zero):
     assert trained.keys() == initial.keys()
     assert all(trained[k].shape == initial[k].shape for k in initial)
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)  # the LLM did train (full mode)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, toy_dir, tmp_path):
+    common = ["train.max_steps=3", "train.eval_every=0", "data.eval=null"]
+    plain = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "a", *common)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    extra = [*common, "train.gradient_checkpointing=true"]
+    checkpointed = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "b", *extra)])
+    assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
