@@ -12,9 +12,16 @@ ARGS ?=
 TINY := .cache/tiny
 TOY := data/toy
 
-.PHONY: setup test test-all lint bench demo train-stage1 train-stage2 tiny-assets toy-data clean
+.PHONY: system-deps setup test test-all lint bench demo train-stage1 train-stage2 tiny-assets toy-data clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
+
+# Debian packages: espeak-ng (demo speech) and pocketsphinx-testdata (real recordings for tests).
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! dpkg -s pocketsphinx-testdata >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml requirements/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

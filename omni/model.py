@@ -165,11 +165,7 @@ class OmniModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> OmniModel:
         directory = Path(directory)
-        if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{directory}: not an omni model directory (no {CONFIG_FILE})")
-        config = from_dict(
-            ModelConfig, yaml.safe_load((directory / CONFIG_FILE).read_text()), str(directory / CONFIG_FILE)
-        )
+        config = load_model_config(directory)
         full = config.llm.train == "full"
         model = cls.from_config(
             _without_lora(config), llm_path=directory / "llm" if full else None, tokenizer_path=directory
@@ -182,6 +178,13 @@ class OmniModel(nn.Module):
         model.config = config
         model.set_trainable()
         return model
+
+
+def load_model_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not an omni model directory (no {CONFIG_FILE})")
+    return from_dict(ModelConfig, yaml.safe_load(path.read_text()), str(path))
 
 
 def _without_lora(config: ModelConfig) -> ModelConfig:

@@ -1,0 +1,1 @@
+"""Evaluations: text parity of speech answers (stage 1)."""

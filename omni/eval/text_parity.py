@@ -1,0 +1,188 @@
+"""Stage-1 evaluation: does the model answer the spoken instruction as it answers the text?
+
+    python -m omni.eval.text_parity --model runs/stage1_demo/model --data data/demo/heldout.jsonl \
+        --out runs/stage1_demo/eval --limit 100
+
+For each held-out item the model answers the speech, and its LLM answers the instruction text with
+the text prompt the data was made with. Reported for the trained model and, in the same run, for the
+untrained one (same encoder and LLM, fresh adaptor): exact match and ROUGE-L F1 between the speech
+answer and the text answer, the same against the dataset's reference answer, and the held-out loss.
+Writes parity.json, parity.md and examples.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.model import OmniModel, load_model_config
+
+
+def normalize(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over normalized words (longest common subsequence)."""
+    a, b = normalize(candidate), normalize(reference)
+    if not a or not b:
+        return 0.0  # an empty answer matches nothing
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact(candidate: str, reference: str) -> bool:
+    words = normalize(candidate)
+    return bool(words) and words == normalize(reference)
+
+
+@torch.no_grad()
+def speech_answers(model: OmniModel, data, batch_size: int, max_new_tokens: int) -> list[str]:
+    c = model.config
+    collate = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)
+    answers = []
+    for batch in tqdm(DataLoader(data, batch_size=batch_size, collate_fn=collate), desc="speech answers"):
+        answers += model.generate(batch, max_new_tokens=max_new_tokens)
+    return [a.strip() for a in answers]
+
+
+@torch.no_grad()
+def text_answers(
+    model: OmniModel, instructions: list[str], system: str | None, batch_size: int, max_new_tokens: int
+) -> list[str]:
+    tok = model.tokenizer
+    answers = []
+    for start in tqdm(range(0, len(instructions), batch_size), desc="text answers"):
+        chunk = instructions[start : start + batch_size]
+        messages = [
+            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": i}]
+            for i in chunk
+        ]
+        prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+        tok.padding_side = "left"
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.llm.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(model.prompt.end_of_turn_ids),
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        answers += tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+@torch.no_grad()
+def heldout_loss(model: OmniModel, data, batch_size: int) -> float:
+    c = model.config
+    collate = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride)
+    losses = [model(b).loss.item() for b in DataLoader(data, batch_size=batch_size, collate_fn=collate)]
+    return statistics.fmean(losses)
+
+
+def evaluate(
+    model: OmniModel, data, system: str | None, batch_size: int, max_new_tokens: int
+) -> tuple[dict, list[dict]]:
+    model.eval()
+    examples = [data[i] for i in range(len(data))]
+    speech = speech_answers(model, data, batch_size, max_new_tokens)
+    text = text_answers(model, [e.instruction for e in examples], system, batch_size, max_new_tokens)
+    rows = [
+        {"id": e.id, "instruction": e.instruction, "reference": e.response, "speech_answer": s, "text_answer": t}
+        for e, s, t in zip(examples, speech, text, strict=True)
+    ]
+    metrics = {
+        "items": len(rows),
+        "exact_match_vs_text": statistics.fmean(exact(r["speech_answer"], r["text_answer"]) for r in rows),
+        "rouge_l_vs_text": statistics.fmean(rouge_l(r["speech_answer"], r["text_answer"]) for r in rows),
+        "exact_match_vs_reference": statistics.fmean(exact(r["speech_answer"], r["reference"]) for r in rows),
+        "rouge_l_vs_reference": statistics.fmean(rouge_l(r["speech_answer"], r["reference"]) for r in rows),
+        "heldout_loss": heldout_loss(model, data, batch_size),
+    }
+    return metrics, rows
+
+
+def untrained_like(model_dir: Path, seed: int = 0) -> OmniModel:
+    """The same encoder and LLM before stage 1: the config's base LLM, a fresh adaptor, LoRA not yet learned."""
+    config = load_model_config(model_dir)
+    torch.manual_seed(seed)
+    return OmniModel.from_config(replace(config, llm=replace(config.llm, train="frozen")))
+
+
+def markdown(results: dict[str, dict]) -> str:
+    keys = [
+        "items",
+        "exact_match_vs_text",
+        "rouge_l_vs_text",
+        "exact_match_vs_reference",
+        "rouge_l_vs_reference",
+        "heldout_loss",
+    ]
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in results.items():
+        lines.append(
+            f"| {name} | " + " | ".join(f"{m[k]:.3f}" if isinstance(m[k], float) else str(m[k]) for k in keys) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def text_system_prompt(data_path: Path, given: str | None) -> str | None:
+    if given is not None:
+        return given
+    report = data_path.parent / "report.json"
+    return json.loads(report.read_text()).get("text_system_prompt") if report.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a trained model directory (train.output_dir/model)")
+    parser.add_argument("--data", type=Path, required=True, help="held-out manifest with instruction and response")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=100, help="evaluate the first N items")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--text-system-prompt", default=None, help="default: the one in the data's report.json")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    dataset = SpeechInstructionDataset(args.data)
+    data = Subset(dataset, range(min(args.limit, len(dataset))))
+    system = text_system_prompt(args.data, args.text_system_prompt)
+    results, examples = {}, {}
+    for name, load in (
+        ("untrained", lambda: untrained_like(args.model)),
+        ("trained", lambda: OmniModel.from_pretrained(args.model)),
+    ):
+        results[name], examples[name] = evaluate(load(), data, system, args.batch_size, args.max_new_tokens)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parity.json").write_text(json.dumps(results, indent=2))
+    (args.out / "parity.md").write_text(markdown(results))
+    with (args.out / "examples.jsonl").open("w") as f:
+        for trained, untrained in zip(examples["trained"], examples["untrained"], strict=True):
+            f.write(json.dumps(trained | {"untrained_speech_answer": untrained["speech_answer"]}) + "\n")
+    print(markdown(results))
+    for row in examples["trained"][:5]:
+        print(f"- {row['instruction']}\n  speech: {row['speech_answer']}\n  text:   {row['text_answer']}")
+    print(f"wrote {args.out}/parity.json, parity.md, examples.jsonl")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from omni.eval.text_parity import exact, main, rouge_l
+
+
+def test_rouge_l_and_exact_match():
+    assert rouge_l("Paris is the capital.", "paris is the capital") == pytest.approx(1.0)
+    assert rouge_l("the capital is Paris", "Paris is the capital") == pytest.approx(0.5)  # LCS "the capital" 2/4
+    assert rouge_l("", "anything") == 0.0 and rouge_l("a b", "c d") == 0.0
+    assert exact("Yes!", "yes") and not exact("", "") and not exact("yes no", "yes")
+
+
+def test_parity_run_on_a_trained_tiny_model(tiny_dir, toy_dir, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    from tests.train.test_stage1 import CONFIG, overrides
+    from train import stage1
+
+    stage1.main(
+        [
+            "--config",
+            CONFIG,
+            *overrides(tiny_dir, toy_dir, tmp_path / "run", "train.max_steps=30", "train.eval_every=0"),
+        ]
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    results = main(
+        [
+            "--model",
+            str(tmp_path / "run" / "model"),
+            "--data",
+            str(toy_dir / "eval.jsonl"),
+            "--out",
+            str(tmp_path / "ev"),
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--text-system-prompt",
+            "",
+        ]
+    )
+    assert set(results) == {"untrained", "trained"}
+    assert results["trained"]["heldout_loss"] < results["untrained"]["heldout_loss"]
+    assert results["trained"]["rouge_l_vs_reference"] > results["untrained"]["rouge_l_vs_reference"]
+    saved = json.loads((tmp_path / "ev" / "parity.json").read_text())
+    assert saved["trained"]["items"] == 4
+    assert "| trained |" in (tmp_path / "ev" / "parity.md").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "examples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {"speech_answer", "text_answer", "untrained_speech_answer"} <= rows[0].keys()
