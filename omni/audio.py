@@ -73,11 +73,13 @@ def mel_windows(
 ) -> list[torch.Tensor]:
     """Log-mel windows of one clip, each (n_mels, frames <= 3000).
 
-    The mel is computed over the clip followed by 30 s of silence, exactly as Whisper does, so the
-    clip's own frames are the same in both modes; the 30 s mode keeps the silence frames too.
+    The mel is computed over the clip followed by silence, as Whisper does, so the clip's own frames
+    are the same in both modes; the 30 s mode keeps a full window of silence frames too.
     """
+    # Silence after the clip: a full window in 30 s mode, else just enough for the last frames' STFT.
+    padding = WINDOW_SAMPLES if pad_to_30s else whisper.audio.N_FFT
     mel = whisper.audio.log_mel_spectrogram(
-        torch.from_numpy(np.asarray(audio, dtype=np.float32)), n_mels, padding=WINDOW_SAMPLES
+        torch.from_numpy(np.asarray(audio, dtype=np.float32)), n_mels, padding=padding
     )
     sizes = window_frames(len(audio), pad_to_30s, long_audio, where)
     return [mel[:, i * WINDOW_FRAMES : i * WINDOW_FRAMES + size] for i, size in enumerate(sizes)]

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/demo"))
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-heldout", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     report = build(args.out, args.llm, args.max_train, args.max_heldout, args.batch_size, args.workers)
