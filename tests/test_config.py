@@ -41,7 +41,7 @@ def test_bad_override_syntax(tmp_path):
         load_config(path, Stage1Config, ["train.lr"])
 
 
-@pytest.mark.parametrize("name", ["stage1_tiny.yaml", "stage1_llama31_8b.yaml"])
+@pytest.mark.parametrize("name", ["stage1_tiny.yaml", "stage1_demo.yaml", "stage1_llama31_8b.yaml"])
 def test_shipped_configs_load_and_comment_every_key(name):
     path = CONFIGS / name
     load_config(path, Stage1Config)
