@@ -248,8 +248,8 @@ class Trainer:
             )
         if config.eval_every and step % config.eval_every == 0 and step < self.total_steps:
             self._log_eval(step)
-        if config.save_every and step % config.save_every == 0 and step < self.total_steps:
-            self.save_checkpoint()
+        if config.save_every and (step % config.save_every == 0 or step == self.total_steps):
+            self.save_checkpoint()  # the last one too: rerunning a finished run then costs nothing
 
     def _log_eval(self, step: int) -> None:
         loss = self.evaluate()

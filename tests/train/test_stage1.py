@@ -48,6 +48,12 @@ def test_stage1_trains_saves_and_reports(tiny_dir, toy_dir, tmp_path):
     assert (out / "config.yaml").is_file()
     model = OmniModel.from_pretrained(out / "model")
     assert model.config.llm.name_or_path == str(tiny_dir / "llm")
+    # rerunning the finished run resumes from its last checkpoint and trains no further
+    AcceleratorState._reset_state(reset_partial_state=True)
+    again = stage1.main(
+        ["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, "train.max_steps=12", "train.eval_every=6")]
+    )
+    assert again["steps"] == 12 and again["train_loss"] == summary["train_loss"]
 
 
 def test_resume_continues_exactly(tiny_dir, toy_dir, tmp_path):
@@ -61,8 +67,8 @@ def test_resume_continues_exactly(tiny_dir, toy_dir, tmp_path):
     ]
     straight = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "a", *common)])
     AcceleratorState._reset_state(reset_partial_state=True)
-    (checkpoint,) = checkpoints(tmp_path / "a")
-    assert checkpoint.name == "step-0000003"
+    checkpoint, last = checkpoints(tmp_path / "a")
+    assert (checkpoint.name, last.name) == ("step-0000003", "step-0000006")
     assert json.loads((checkpoint / STATE_FILE).read_text())["batches_in_epoch"] == 3  # mid-epoch: 4 batches per epoch
     resumed = stage1.main(
         ["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "b", *common, f"train.resume={checkpoint}")]
@@ -101,7 +107,7 @@ def test_deepspeed_two_processes_on_cpu(tiny_dir, toy_dir, tmp_path, zero):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 6 and summary["samples"] == 48
     assert summary["final_train_loss"] < summary["first_train_loss"]
-    assert [p.name for p in checkpoints(out)] == ["step-0000003"]
+    assert [p.name for p in checkpoints(out)] == ["step-0000003", "step-0000006"]
     model = OmniModel.from_pretrained(out / "model")  # under ZeRO-3 the shards were gathered into full tensors
     initial = AutoModelForCausalLM.from_pretrained(tiny_dir / "llm").state_dict()
     trained = model.llm.state_dict()
