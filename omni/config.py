@@ -123,7 +123,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        _, item = typing.get_args(tp)
+        return {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and not isinstance(value, bool) and isinstance(value, (int, str)):
         try:
             return float(value)  # YAML reads 1e-4 (no dot) as text

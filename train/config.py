@@ -17,6 +17,7 @@ class TrainConfig:
     epochs: int = 3
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     lr: float = 2e-5
+    param_lr: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> its own peak LR
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: Literal["cosine", "linear", "constant"] = "cosine"

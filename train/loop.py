@@ -68,6 +68,18 @@ def fill_deepspeed_auto(ds: dict, config: TrainConfig, hidden_size: int | None) 
             zero[key] = value
 
 
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by learning rate: `param_lr` prefixes first, `lr` for the rest."""
+    groups: dict[float, list[torch.Tensor]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            lr = next((lr for prefix, lr in config.param_lr.items() if name.startswith(prefix)), config.lr)
+            groups.setdefault(lr, []).append(param)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return [{"params": params, "lr": lr} for lr, params in groups.items()]
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (partial ones from a crash are ignored)."""
     root = Path(output_dir) / CHECKPOINTS
@@ -129,11 +141,8 @@ class Trainer:
         eval_loader = loader(eval_data, shuffle=False) if eval_data is not None else None
         steps_per_epoch = max(len(train_loader) // accelerator.num_processes // config.gradient_accumulation_steps, 1)
         self.total_steps = config.max_steps or steps_per_epoch * config.epochs
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ValueError("the model has no trainable parameters")
         optimizer = torch.optim.AdamW(
-            trainable, lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
+            param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
         )
         scheduler = get_scheduler(
             config.schedule,

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from omni.model import OmniModel
 from train import stage1
 from train.config import TrainConfig
-from train.loop import STATE_FILE, checkpoints, resume_path
+from train.loop import STATE_FILE, checkpoints, param_groups, resume_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
@@ -123,3 +123,13 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, toy_dir, tmp_pat
     extra = [*common, "train.gradient_checkpointing=true"]
     checkpointed = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "b", *extra)])
     assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
+
+
+def test_param_lr_gives_prefixes_their_own_learning_rate(model_config):
+    model = OmniModel.from_config(model_config)
+    groups = param_groups(model, TrainConfig(lr=1e-4, param_lr={"adaptor.": 1e-3}))
+    by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in groups}
+    assert by_lr == {
+        1e-3: sum(p.numel() for p in model.adaptor.parameters()),
+        1e-4: sum(p.numel() for p in model.llm.parameters()),
+    }
