@@ -20,7 +20,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile
@@ -31,6 +31,9 @@ from tqdm.auto import tqdm
 from omni.audio import AudioError, load_audio, mel_windows, to_mono_16k
 from omni.config import EncoderConfig
 from omni.prompt import IGNORE_INDEX, PromptBuilder
+
+if TYPE_CHECKING:
+    from omni.model import OmniModel
 
 
 class DataError(ValueError):
@@ -182,6 +185,12 @@ class SpeechCollator:
         self.with_response = with_response
         tokenizer = prompt.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def for_model(cls, model: OmniModel, padding_side: str = "right", with_response: bool = True) -> SpeechCollator:
+        """The collator matching a model's prompt, encoder input mode, mel bins and adaptor stride."""
+        c = model.config
+        return cls(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, padding_side, with_response)
 
     def __call__(self, examples: list[Example]) -> dict[str, Any]:
         windows, windows_per_clip, ids, labels = [], [], [], []

@@ -12,8 +12,7 @@ def examples():
 
 
 def collate(model, **kwargs):
-    c = model.config
-    return SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, **kwargs)(examples())
+    return SpeechCollator.for_model(model, **kwargs)(examples())
 
 
 @pytest.fixture
@@ -92,9 +91,8 @@ def test_generate_answers_a_left_padded_batch(model):
     batch = collate(model, padding_side="left", with_response=False)
     assert (batch["attention_mask"][:, -1] == 1).all() and (batch["attention_mask"][1, 0] == 0)
     answers = model.generate(batch, max_new_tokens=6, min_new_tokens=6)
-    c = model.config
     for ex, answer in zip(examples(), answers, strict=True):
-        alone = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)([ex])
+        alone = SpeechCollator.for_model(model, "left", False)([ex])
         assert model.generate(alone, max_new_tokens=6, min_new_tokens=6) == [answer]
     assert all(len(model.tokenizer(a)["input_ids"]) > 0 for a in answers)
 

@@ -45,8 +45,7 @@ def test_stage1_steps_on_real_weights_lower_the_loss(model, tmp_path):
     example = Example(
         "q", spoken("What is the capital of France?", tmp_path), "The capital of France is Paris.", None, None
     )
-    c = model.config
-    batch = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride)([example])
+    batch = SpeechCollator.for_model(model)([example])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
     losses = []

@@ -58,14 +58,13 @@ def fill_deepspeed_auto(ds: dict, config: TrainConfig, hidden_size: int | None) 
     if ds.get("gradient_clipping", "auto") == "auto":
         ds["gradient_clipping"] = config.max_grad_norm
     zero = ds.get("zero_optimization", {})
-    sizes = {
-        "reduce_bucket_size": hidden_size * hidden_size if hidden_size else None,
-        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size) if hidden_size else None,
-        "stage3_param_persistence_threshold": 10 * hidden_size if hidden_size else None,
-    }
-    for key, value in sizes.items():
-        if zero.get(key) == "auto" and value is not None:
-            zero[key] = value
+    if hidden_size:
+        sizes = {
+            "reduce_bucket_size": hidden_size * hidden_size,
+            "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+            "stage3_param_persistence_threshold": 10 * hidden_size,
+        }
+        zero.update({key: value for key, value in sizes.items() if zero.get(key) == "auto"})
 
 
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
         model.base_llm.config.use_cache = False
     train_data = SpeechInstructionDataset(config.data.train)
     eval_data = SpeechInstructionDataset(config.data.eval) if config.data.eval else None
-    collate = SpeechCollator(model.prompt, config.model.encoder, model.encoder.n_mels, config.model.adaptor.stride)
+    collate = SpeechCollator.for_model(model)
     return Trainer(
         config.train,
         accelerator,

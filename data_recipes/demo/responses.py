@@ -13,14 +13,12 @@ from collections.abc import Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from omni.chat import chat_answers
+
 SYSTEM_PROMPT = "You are a helpful assistant. Answer in one or two short sentences of plain spoken English."
 SPEAKABLE = re.compile(r"^[A-Za-z0-9 ,.'?!-]+$")
 LIST_ITEM = re.compile(r"(^|\n)\s*(\d+[.)]|[-*•])\s")
 MAX_WORDS = 40
-
-
-def text_messages(instruction: str, system: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
 
 
 def speakable(answer: str) -> tuple[str | None, str | None]:
@@ -44,24 +42,13 @@ class Responder:
     """Greedy batched chat generation with a local Hugging Face model."""
 
     def __init__(self, model_dir: str, max_new_tokens: int = 48, system: str = SYSTEM_PROMPT):
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.max_new_tokens = max_new_tokens
         self.system = system
 
-    @torch.no_grad()
     def answer(self, instructions: list[str]) -> list[str]:
-        prompts = [
-            self.tokenizer.apply_chat_template(
-                text_messages(i, self.system), tokenize=False, add_generation_prompt=True
-            )
-            for i in instructions
-        ]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = self.model.generate(
-            **batch, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
-        )
-        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        return chat_answers(self.model, self.tokenizer, instructions, self.system, self.max_new_tokens)
 
     def answer_all(self, instructions: list[str], batch_size: int = 32) -> Iterator[tuple[int, str]]:
         for start in range(0, len(instructions), batch_size):

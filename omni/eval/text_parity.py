@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.chat import chat_answers
+from omni.data import Example, SpeechCollator, SpeechInstructionDataset
 from omni.model import OmniModel, load_model_config
 
 
@@ -55,55 +56,37 @@ def exact(candidate: str, reference: str) -> bool:
 
 
 @torch.no_grad()
-def speech_answers(model: OmniModel, data, batch_size: int, max_new_tokens: int) -> list[str]:
-    c = model.config
-    collate = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)
+def speech_answers(model: OmniModel, examples: list[Example], batch_size: int, max_new_tokens: int) -> list[str]:
+    collate = SpeechCollator.for_model(model, padding_side="left", with_response=False)
     answers = []
-    for batch in tqdm(DataLoader(data, batch_size=batch_size, collate_fn=collate), desc="speech answers"):
+    for batch in tqdm(DataLoader(examples, batch_size=batch_size, collate_fn=collate), desc="speech answers"):
         answers += model.generate(batch, max_new_tokens=max_new_tokens)
     return [a.strip() for a in answers]
 
 
-@torch.no_grad()
 def text_answers(
     model: OmniModel, instructions: list[str], system: str | None, batch_size: int, max_new_tokens: int
 ) -> list[str]:
-    tok = model.tokenizer
+    eos = sorted(model.prompt.end_of_turn_ids)
     answers = []
     for start in tqdm(range(0, len(instructions), batch_size), desc="text answers"):
         chunk = instructions[start : start + batch_size]
-        messages = [
-            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": i}]
-            for i in chunk
-        ]
-        prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-        tok.padding_side = "left"
-        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.llm.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(model.prompt.end_of_turn_ids),
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        )
-        answers += tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers += chat_answers(model.llm, model.tokenizer, chunk, system, max_new_tokens, eos)
     return [a.strip() for a in answers]
 
 
 @torch.no_grad()
-def heldout_loss(model: OmniModel, data, batch_size: int) -> float:
-    c = model.config
-    collate = SpeechCollator(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride)
-    losses = [model(b).loss.item() for b in DataLoader(data, batch_size=batch_size, collate_fn=collate)]
+def heldout_loss(model: OmniModel, examples: list[Example], batch_size: int) -> float:
+    collate = SpeechCollator.for_model(model)
+    losses = [model(b).loss.item() for b in DataLoader(examples, batch_size=batch_size, collate_fn=collate)]
     return statistics.fmean(losses)
 
 
 def evaluate(
-    model: OmniModel, data, system: str | None, batch_size: int, max_new_tokens: int
+    model: OmniModel, examples: list[Example], system: str | None, batch_size: int, max_new_tokens: int
 ) -> tuple[dict, list[dict]]:
     model.eval()
-    examples = [data[i] for i in range(len(data))]
-    speech = speech_answers(model, data, batch_size, max_new_tokens)
+    speech = speech_answers(model, examples, batch_size, max_new_tokens)
     text = text_answers(model, [e.instruction for e in examples], system, batch_size, max_new_tokens)
     rows = [
         {"id": e.id, "instruction": e.instruction, "reference": e.response, "speech_answer": s, "text_answer": t}
@@ -115,7 +98,7 @@ def evaluate(
         "rouge_l_vs_text": statistics.fmean(rouge_l(r["speech_answer"], r["text_answer"]) for r in rows),
         "exact_match_vs_reference": statistics.fmean(exact(r["speech_answer"], r["reference"]) for r in rows),
         "rouge_l_vs_reference": statistics.fmean(rouge_l(r["speech_answer"], r["reference"]) for r in rows),
-        "heldout_loss": heldout_loss(model, data, batch_size),
+        "heldout_loss": heldout_loss(model, examples, batch_size),
     }
     return metrics, rows
 
@@ -163,22 +146,22 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     dataset = SpeechInstructionDataset(args.data)
-    data = Subset(dataset, range(min(args.limit, len(dataset))))
+    examples = [dataset[i] for i in range(min(args.limit, len(dataset)))]  # audio read once for both models
     system = text_system_prompt(args.data, args.text_system_prompt)
-    results, examples = {}, {}
+    results, rows = {}, {}
     for name, load in (
         ("untrained", lambda: untrained_like(args.model)),
         ("trained", lambda: OmniModel.from_pretrained(args.model)),
     ):
-        results[name], examples[name] = evaluate(load(), data, system, args.batch_size, args.max_new_tokens)
+        results[name], rows[name] = evaluate(load(), examples, system, args.batch_size, args.max_new_tokens)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "parity.json").write_text(json.dumps(results, indent=2))
     (args.out / "parity.md").write_text(markdown(results))
     with (args.out / "examples.jsonl").open("w") as f:
-        for trained, untrained in zip(examples["trained"], examples["untrained"], strict=True):
+        for trained, untrained in zip(rows["trained"], rows["untrained"], strict=True):
             f.write(json.dumps(trained | {"untrained_speech_answer": untrained["speech_answer"]}) + "\n")
     print(markdown(results))
-    for row in examples["trained"][:5]:
+    for row in rows["trained"][:5]:
         print(f"- {row['instruction']}\n  speech: {row['speech_answer']}\n  text:   {row['text_answer']}")
     print(f"wrote {args.out}/parity.json, parity.md, examples.jsonl")
     return results
