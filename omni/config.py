@@ -71,6 +71,22 @@ class PromptConfig:
 
 
 @dataclass
+class SpeechDecoderConfig:
+    """The non-autoregressive CTC speech decoder (reference: 2 Llama layers of 4096, 425M parameters)."""
+
+    num_units: int = 1000  # K; class K is the CTC blank
+    upsample: int = 25  # lambda: decoder frames per response hidden state
+    hidden_size: int = 4096
+    num_layers: int = 2
+    num_heads: int = 32
+    intermediate_size: int = 11008
+    rope_theta: float = 10000.0
+    attention_dropout: float = 0.0
+    attn_implementation: str = "sdpa"
+    too_short: Literal["extend", "skip"] = "extend"  # lambda*M < units: stretch the frames (reference) or drop
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)

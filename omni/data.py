@@ -7,7 +7,8 @@ records hold:
                  {"array": [...], "sampling_rate": int}, or {"bytes": ..., "path": ...}   required
     response     the answer text the LLM should give                                    required
     instruction  the instruction as text (for text-parity evaluation)                    optional
-    units        the answer's speech units, a list of ints                               optional
+    units        the answer's speech units, a list of ints in [0, K) (stage 2)            optional
+    response_audio  the answer spoken (a path), from which units are extracted          optional
     id           a name for the record (default: its line/row number)                    optional
 
 Every record is checked when the dataset is opened, and a bad one fails with the file, the record
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from omni.audio import AudioError, load_audio, mel_windows, to_mono_16k
 from omni.config import EncoderConfig
 from omni.prompt import IGNORE_INDEX, PromptBuilder
+from omni.units import UnitError, check_units
 
 if TYPE_CHECKING:
     from omni.model import OmniModel
@@ -50,9 +52,18 @@ class Example:
 
 
 class SpeechInstructionDataset(Dataset):
-    def __init__(self, path: str | Path, require_response: bool = True, check_audio_files: bool = True):
+    """`num_units` (stage 2) requires every record to carry units and checks them against [0, K)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        require_response: bool = True,
+        check_audio_files: bool = True,
+        num_units: int | None = None,
+    ):
         self.path = Path(path)
         self.require_response = require_response
+        self.num_units = num_units
         if self.path.is_dir():
             import datasets
 
@@ -126,9 +137,40 @@ class SpeechInstructionDataset(Dataset):
         units = row.get("units")
         if units is not None and not _is_unit_list(units):
             fail("units", "expected a list of non-negative integers")
+        if self.num_units is not None:
+            if not units:
+                fail("units", "missing or empty (stage 2 trains on the answer's speech units)")
+            try:
+                check_units(units, self.num_units, self._where(index, row, "units"))
+            except UnitError as err:
+                raise DataError(str(err)) from err
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def column(self, field: str) -> list[Any]:
+        """One field of every record, without reading any audio (None where a record lacks it)."""
+        if isinstance(self.rows, list):
+            return [row.get(field) for row in self.rows]
+        if field not in self.rows.column_names:
+            return [None] * len(self.rows)
+        return list(self.rows[field])
+
+    def signature(self) -> str:
+        """A hash of what the LLM sees of each record (id, audio reference, response), not of its units:
+        re-extracting units keeps cached hidden states valid."""
+        import hashlib
+
+        if not isinstance(self.rows, list):
+            return self.rows._fingerprint  # datasets' own content hash
+        entries = []
+        for row in self.rows:
+            audio = row["audio"]
+            if isinstance(audio, str):
+                path = self._audio_path(audio)
+                audio = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+            entries.append([row.get("id"), row.get("response"), audio])
+        return hashlib.sha1(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
 
     def _load_audio(self, index: int, row: dict) -> np.ndarray:
         where = self._where(index, row, "audio")

@@ -73,8 +73,14 @@ class SpeechEncoder(nn.Module):
         return (mel_frames + 1) // 2  # conv2 has stride 2
 
     @torch.no_grad()
-    def forward(self, mels: torch.Tensor, mel_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mels (W, n_mels, F) padded windows, mel_frames (W,) -> features (W, F/2, width), lengths (W,)."""
+    def forward(
+        self, mels: torch.Tensor, mel_frames: torch.Tensor, layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """mels (W, n_mels, F) padded windows, mel_frames (W,) -> features (W, F/2, width), lengths (W,).
+
+        `layer` stops after that many blocks (speech units read a middle layer); the final norm is
+        applied only after the last block, as in Whisper's own output.
+        """
         w = self.whisper
         dtype = w.conv1.weight.dtype
         frame_mask = torch.arange(mels.shape[-1], device=mels.device) < mel_frames[:, None]
@@ -87,10 +93,11 @@ class SpeechEncoder(nn.Module):
         x = x + w.positional_embedding[: x.shape[1]].to(x.dtype)
         key_mask = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (W, T) True = real frame
         attn_mask = key_mask[:, None, None, :]
-        for block in w.blocks:
+        blocks = list(w.blocks)[:layer]
+        for block in blocks:
             x = x + self._attention(block.attn, block.attn_ln(x), attn_mask)
             x = x + block.mlp(block.mlp_ln(x))
-        return w.ln_post(x), lengths
+        return (w.ln_post(x) if len(blocks) == len(w.blocks) else x), lengths
 
     @staticmethod
     def _attention(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,10 +113,10 @@ class SpeechEncoder(nn.Module):
         return attn.out(out.transpose(1, 2).reshape(batch, length, width))
 
     def encode_clips(
-        self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: list[int]
+        self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: list[int], layer: int | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encode all windows and join each clip's windows back in time order."""
-        features, lengths = self(mels, mel_frames)
+        features, lengths = self(mels, mel_frames, layer)
         clips, start = [], 0
         for count in windows_per_clip:
             parts = [features[i, : lengths[i]] for i in range(start, start + count)]

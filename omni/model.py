@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from omni.adaptor import SpeechAdaptor
 from omni.config import ModelConfig, from_dict, to_dict
 from omni.encoder import SpeechEncoder
-from omni.prompt import SPEECH_TOKEN_ID, PromptBuilder
+from omni.prompt import IGNORE_INDEX, SPEECH_TOKEN_ID, PromptBuilder
 
 CONFIG_FILE = "omni_config.yaml"
 ADAPTOR_FILE = "adaptor.safetensors"
@@ -135,6 +135,16 @@ class OmniModel(nn.Module):
         )
 
     @torch.no_grad()
+    def response_hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states after the final norm at the answer's positions (labels != -100), what the
+        speech decoder reads: (B, M, H) right-padded, and M per row. Runs the decoder stack without the
+        LM head, so no vocabulary-sized logits are made."""
+        hidden = self.base_llm.get_decoder()(
+            inputs_embeds=self.inputs_embeds(batch), attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        return select_rows(hidden, batch["labels"] != IGNORE_INDEX)
+
+    @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **kwargs) -> list[str]:
         """Answers to a left-padded batch (collator with padding_side='left', with_response=False)."""
         kwargs.setdefault("max_new_tokens", 128)
@@ -178,6 +188,15 @@ class OmniModel(nn.Module):
         model.config = config
         model.set_trainable()
         return model
+
+
+def select_rows(values: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept positions of each row, packed to the left: (B, L, H), (B, L) -> (B, max kept, H), counts."""
+    lengths = keep.sum(dim=1)
+    out = values.new_zeros(values.shape[0], int(lengths.max()), values.shape[-1])
+    slots = torch.arange(out.shape[1], device=values.device) < lengths[:, None]
+    out[slots] = values[keep]
+    return out, lengths
 
 
 def load_model_config(directory: str | Path) -> ModelConfig:

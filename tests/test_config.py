@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from omni.config import ConfigError, EncoderConfig, ModelConfig, from_dict, load_config
-from train.config import Stage1Config
+from train.config import Stage1Config, Stage2Config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
@@ -41,10 +41,10 @@ def test_bad_override_syntax(tmp_path):
         load_config(path, Stage1Config, ["train.lr"])
 
 
-@pytest.mark.parametrize("name", ["stage1_tiny.yaml", "stage1_demo.yaml", "stage1_llama31_8b.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("stage*.yaml")))
 def test_shipped_configs_load_and_comment_every_key(name):
     path = CONFIGS / name
-    load_config(path, Stage1Config)
+    load_config(path, Stage1Config if name.startswith("stage1") else Stage2Config)
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if re.match(r"^\s*[A-Za-z_]+:", line):
             assert "#" in line, f"{name}:{number} has no comment: {line!r}"
@@ -59,3 +59,19 @@ def test_paper_config_holds_the_reference_numbers():
     t = config.train
     assert t.batch_size * t.gradient_accumulation_steps * 4 == 32  # 4 GPUs, as the paper
     assert (t.epochs, t.lr, t.schedule, t.warmup_ratio) == (3, 2e-5, "cosine", 0.03)
+
+
+def test_stage2_paper_config_holds_the_reference_numbers():
+    config = load_config(CONFIGS / "stage2_llama31_8b.yaml", Stage2Config)
+    d = config.decoder
+    assert (d.num_units, d.upsample, d.hidden_size, d.num_layers, d.num_heads, d.intermediate_size) == (
+        1000,
+        25,
+        4096,
+        2,
+        32,
+        11008,
+    )
+    t = config.train
+    assert t.batch_size * t.gradient_accumulation_steps * 4 == 32
+    assert (t.epochs, t.lr, t.schedule, t.warmup_ratio) == (3, 2e-4, "cosine", 0.03)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from omni.config import ModelConfig
+from omni.config import ModelConfig, SpeechDecoderConfig
 
 
 @dataclass
@@ -45,3 +45,21 @@ class Stage1Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True  # compute the frozen LLM's response states once; false = recompute every step
+    dir: str | None = None  # default <output_dir>/hidden_cache
+    batch_size: int = 8  # records per frozen-model forward while building
+    shard_size: int = 1024  # records per shard file
+
+
+@dataclass
+class Stage2Config:
+    model: str = "runs/stage1/model"  # the stage-1 model directory (encoder, adaptor and LLM stay frozen)
+    decoder: SpeechDecoderConfig = field(default_factory=SpeechDecoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_metric_batches: int = 4  # held-out batches decoded at each eval for unit error and blank share

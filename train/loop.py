@@ -1,7 +1,8 @@
 """The training loop every stage shares: Accelerate (DDP / DeepSpeed ZeRO-2/3, bf16), exact resume.
 
 A stage hands in a model whose trainable parameters are already chosen, datasets, a collator, a
-loss function and a function that writes the final model. The loop owns the rest: AdamW over the
+loss function, a function that writes the final model and, optionally, one that measures more than
+the loss at each evaluation. The loop owns the rest: AdamW over the
 trainable parameters only, a warmup + decay schedule, gradient accumulation and clipping, periodic
 eval loss, atomic checkpoints (a crash mid-save never leaves one that loads), resume that replays
 the same data order and random state, a progress bar, TensorBoard and a JSON summary.
@@ -112,10 +113,12 @@ class Trainer:
         save_model: Callable[[Accelerator, nn.Module, Path], None],
         eval_data: Dataset | None = None,
         run_config: dict[str, Any] | None = None,
+        eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
     ):
         self.config = config
         self.accelerator = accelerator
         self.loss_fn = loss_fn
+        self.eval_metrics = eval_metrics
         self.save_model = save_model
         self.run_config = run_config or {}
         self.output_dir = Path(config.output_dir)
@@ -154,7 +157,15 @@ class Trainer:
         )
         self.model, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
         self.eval_loader = prepared[4] if eval_loader else None
-        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "train_loss": [], "eval_loss": []}
+        self.state = {
+            "step": 0,
+            "epoch": 0,
+            "batches_in_epoch": 0,
+            "samples": 0,
+            "train_loss": [],
+            "eval_loss": [],
+            "eval_metrics": [],
+        }
 
     # ---- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -228,7 +239,7 @@ class Trainer:
                         self.optimizer.zero_grad()
                 micro_losses.append(loss.detach().float())
                 self.state["batches_in_epoch"] += 1
-                self.state["samples"] += len(batch["input_ids"]) * acc.num_processes
+                self.state["samples"] += len(next(iter(batch.values()))) * acc.num_processes
                 if acc.sync_gradients:
                     self._end_step(torch.stack(micro_losses).mean(), bar, began, samples_at_start)
                     micro_losses = []
@@ -265,6 +276,13 @@ class Trainer:
             self.state["eval_loss"].append({"step": step, "loss": loss})
             self.accelerator.log({"eval/loss": loss}, step=step)
             self.accelerator.print(f"step {step}: eval loss {loss:.4f}")
+        if self.eval_metrics is not None:
+            self.model.eval()
+            metrics = self.eval_metrics(self.model)
+            self.model.train()
+            self.state.setdefault("eval_metrics", []).append({"step": step} | metrics)
+            self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+            self.accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     def _finish(self, seconds: float, samples: int) -> dict[str, Any]:
         acc = self.accelerator
@@ -288,6 +306,7 @@ class Trainer:
             "final_train_loss": losses[-1] if losses else None,
             "train_loss": losses,
             "eval_loss": self.state["eval_loss"],
+            "eval_metrics": self.state.get("eval_metrics", []),
             "model_dir": str(final),
         }
         if acc.is_main_process:

@@ -1,10 +1,11 @@
-"""Build the offline demo set: instructions -> LLM answers -> espeak-ng speech -> manifests.
+"""Build the offline demo set: instructions -> LLM answers -> espeak-ng speech of both -> manifests.
 
     python -m data_recipes.demo.build --llm .cache/assets/smollm2-135m-instruct --out data/demo
     python -m data_recipes.demo.build --max-train 500 --max-heldout 50 --out data/demo_small
 
 Each step is resumable: answers are appended to responses.jsonl as they come and wavs are written
-atomically, so a rerun skips what exists. The result is `train.jsonl` and `heldout.jsonl` in the
+atomically, so a rerun skips what exists. Instructions are spoken in many voices, answers in one
+(`RESPONSE_VOICE`, the voice the speech decoder learns). The result is `train.jsonl` and `heldout.jsonl` in the
 dataset format of `omni.data`, the same as `datasets` directories under `hf/`, and `report.json`
 (counts, durations, voices, skipped items with reasons, time per step).
 """
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from data_recipes.demo.instructions import Instruction, build_instructions
 from data_recipes.demo.responses import SYSTEM_PROMPT, Responder, speakable
-from data_recipes.demo.speech import synthesize, voice_for
+from data_recipes.demo.speech import RESPONSE_VOICE, synthesize, voice_for
 
 
 def select(items: list[Instruction], max_train: int | None, max_heldout: int | None) -> list[Instruction]:
@@ -52,18 +53,20 @@ def answer(items: list[Instruction], llm: str, path: Path, batch_size: int) -> d
     return done
 
 
-def speak(items: list[Instruction], wav_dir: Path, workers: int) -> dict[str, float]:
+def speak(
+    texts: dict[str, str], voices: dict[str, tuple[str, int]], wav_dir: Path, workers: int, desc: str
+) -> dict[str, float]:
     """id -> duration in seconds, synthesizing only missing wavs."""
     wav_dir.mkdir(parents=True, exist_ok=True)
 
-    def one(item: Instruction) -> tuple[str, float]:
-        path = wav_dir / f"{item.id}.wav"
+    def one(item_id: str) -> tuple[str, float]:
+        path = wav_dir / f"{item_id}.wav"
         if path.exists():
-            return item.id, soundfile.info(str(path)).duration
-        return item.id, synthesize(item.text, *voice_for(item.id), path)
+            return item_id, soundfile.info(str(path)).duration
+        return item_id, synthesize(texts[item_id], *voices[item_id], path)
 
     with ThreadPoolExecutor(workers) as pool:
-        return dict(tqdm(pool.map(one, items), total=len(items), desc="speech"))
+        return dict(tqdm(pool.map(one, texts), total=len(texts), desc=desc))
 
 
 def build(out: Path, llm: str, max_train: int | None, max_heldout: int | None, batch_size: int, workers: int) -> dict:
@@ -75,8 +78,19 @@ def build(out: Path, llm: str, max_train: int | None, max_heldout: int | None, b
     timings["answers_s"] = round(time.perf_counter() - start, 1)
     kept = [i for i in items if answers[i.id]["response"]]
     start = time.perf_counter()
-    durations = speak(kept, out / "wavs", workers)
+    durations = speak(
+        {i.id: i.text for i in kept}, {i.id: voice_for(i.id) for i in kept}, out / "wavs", workers, "speech"
+    )
     timings["speech_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    response_durations = speak(
+        {i.id: answers[i.id]["response"] for i in kept},
+        dict.fromkeys((i.id for i in kept), RESPONSE_VOICE),
+        out / "response_wavs",
+        workers,
+        "response speech",
+    )
+    timings["response_speech_s"] = round(time.perf_counter() - start, 1)
     splits: dict[str, list[dict]] = {"train": [], "heldout": []}
     for item in kept:
         voice, rate = voice_for(item.id)
@@ -90,11 +104,13 @@ def build(out: Path, llm: str, max_train: int | None, max_heldout: int | None, b
                 "voice": voice,
                 "rate": rate,
                 "duration": round(durations[item.id], 3),
+                "response_audio": f"response_wavs/{item.id}.wav",
+                "response_duration": round(response_durations[item.id], 3),
             }
         )
     for name, records in splits.items():
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        rows = [r | {"audio": str((out / r["audio"]).resolve())} for r in records]
+        rows = [r | {key: str((out / r[key]).resolve()) for key in ("audio", "response_audio")} for r in records]
         datasets.Dataset.from_list(rows).save_to_disk(str(out / "hf" / name))
     skipped = [
         {"id": i.id, "instruction": i.text, "reason": answers[i.id]["skip"], "answer": answers[i.id]["raw"]}
@@ -109,6 +125,10 @@ def build(out: Path, llm: str, max_train: int | None, max_heldout: int | None, b
         "hours": {name: round(sum(r["duration"] for r in rs) / 3600, 3) for name, rs in splits.items()},
         "families": {name: dict(Counter(r["family"] for r in rs)) for name, rs in splits.items()},
         "voices": dict(Counter(r["voice"] for rs in splits.values() for r in rs)),
+        "response_voice": {"voice": RESPONSE_VOICE[0], "rate": RESPONSE_VOICE[1]},
+        "response_hours": {
+            name: round(sum(r["response_duration"] for r in rs) / 3600, 3) for name, rs in splits.items()
+        },
         "skipped_reasons": dict(Counter(s["reason"] for s in skipped)),
         "skipped": skipped,
         "timings": timings,

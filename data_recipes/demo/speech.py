@@ -32,6 +32,7 @@ VOICES = [
     "en-gb+m2",
 ]
 RATES = [140, 155, 170, 185]
+RESPONSE_VOICE = ("en-us", 165)  # every answer in one consistent voice: the speech decoder learns one speaker
 
 
 def espeak_binary() -> str:

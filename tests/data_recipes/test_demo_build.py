@@ -58,12 +58,16 @@ def test_build_a_handful(tmp_path, monkeypatch):
         assert info.samplerate == 16000 and info.channels == 1
         assert 0.5 < info.duration < 10 and abs(info.duration - record["duration"]) < 0.01
         assert record["voice"].startswith("en-")
+        answer = soundfile.info(str(tmp_path / record["response_audio"]))
+        assert answer.samplerate == 16000 and abs(answer.duration - record["response_duration"]) < 0.01
+    assert report["response_voice"] == {"voice": "en-us", "rate": 165}  # answers: one voice for all
+    assert len({r["voice"] for r in records}) > 1  # questions: several
     assert len(data) == len(records) and data[0].instruction
     import datasets
 
     assert len(datasets.load_from_disk(str(tmp_path / "hf" / "heldout"))) == report["kept"]["heldout"]
     # a rerun generates and synthesizes nothing new
-    mtimes = {p: p.stat().st_mtime for p in (tmp_path / "wavs").iterdir()}
+    mtimes = {p: p.stat().st_mtime for d in ("wavs", "response_wavs") for p in (tmp_path / d).iterdir()}
     calls = FakeResponder.calls
     demo_build.build(tmp_path, "unused", max_train=5, max_heldout=2, batch_size=4, workers=2)
     assert FakeResponder.calls == calls and {p: p.stat().st_mtime for p in mtimes} == mtimes

@@ -1,0 +1,161 @@
+"""Speech units for the demo answers: frozen Whisper-encoder features quantised by k-means.
+
+    python -m data_recipes.demo.units --data data/demo --encoder .cache/assets/whisper_base.pt \
+        --layer 2 --k 100 --out data/demo/units
+
+The answers' speech (one voice, from `data_recipes.demo.build`) is encoded by the demo model's own
+Whisper encoder; k-means is fitted on training frames only; every answer becomes a deduplicated unit
+sequence. Layer 2 by default: Whisper's attention sees the whole clip, so deeper layers make a word's
+units depend on the words after it, which a causal decoder cannot know (answers that start with the
+same three words disagree on 10-15% of their first units at layers 5-6, 0% at layer 2). Writes `codebook.npy`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units`) and
+`report.json` (frames and units per second, codebook use, quantisation error, timings). `--compare-k`
+fits more codebook sizes on the same features and reports the same figures for each, to choose K.
+A rerun with the same settings does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from omni.audio import load_audio
+from omni.config import EncoderConfig
+from omni.encoder import SpeechEncoder
+from omni.units import Codebook, WhisperFeatures, dedup
+
+SPLITS = ("train", "heldout")
+FRAME_RATE = 50  # Whisper encoder frames per second
+
+
+def read_manifest(path: Path) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    missing = [r["id"] for r in records if "response_audio" not in r]
+    if missing:
+        raise ValueError(f"{path}: records {missing[:3]} have no response_audio; rerun make data-demo")
+    return records
+
+
+def encode_all(features: WhisperFeatures, paths: list[Path], batch_size: int, desc: str) -> list[torch.Tensor]:
+    """Features of every clip, batched by length so little is padding."""
+    order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
+    out: list[torch.Tensor | None] = [None] * len(paths)
+    with tqdm(total=len(paths), desc=desc) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, f in zip(chunk, features([load_audio(paths[i]) for i in chunk]), strict=True):
+                out[i] = f
+            bar.update(len(chunk))
+    return out
+
+
+def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[list[int]], dict]:
+    """Deduplicated units per clip, and how the codebook fits these frames."""
+    all_units, raw, used, error = [], 0, set(), 0.0
+    for feats in features:
+        ids = codebook.assign(feats)
+        all_units.append(dedup(ids.tolist()))
+        raw += len(ids)
+        used.update(all_units[-1])
+        error += (feats - codebook.centroids[ids]).pow(2).sum().item()
+    merged = sum(len(u) for u in all_units)
+    stats = {
+        "records": len(features),
+        "frames": raw,
+        "units": merged,
+        "units_per_second": round(merged / (raw / FRAME_RATE), 2),
+        "frames_per_unit": round(raw / merged, 3),
+        "codebook_used": len(used),
+        "mean_squared_error": round(error / raw, 4),
+    }
+    return all_units, stats
+
+
+def build_units(
+    data: Path,
+    encoder: str,
+    layer: int,
+    size: int,
+    out: Path,
+    batch_size: int = 16,
+    max_frames: int = 200_000,
+    compare: tuple[int, ...] = (),
+) -> dict:
+    settings = {
+        "data": str(data),
+        "encoder": str(encoder),
+        "layer": layer,
+        "k": size,
+        "max_frames": max_frames,
+        "compare_k": list(compare),
+    }
+    report_path = out / "report.json"
+    if report_path.is_file() and json.loads(report_path.read_text()).get("settings") == settings:
+        print(f"{out}: units already built with these settings")
+        return json.loads(report_path.read_text())
+    began = time.perf_counter()
+    extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer)
+    records = {split: read_manifest(data / f"{split}.jsonl") for split in SPLITS}
+    features = {
+        split: encode_all(extractor, [data / r["response_audio"] for r in rs], batch_size, f"features {split}")
+        for split, rs in records.items()
+    }
+    encode_s = time.perf_counter() - began
+
+    start = time.perf_counter()
+    frames = torch.cat(features["train"]).numpy()
+    rng = np.random.default_rng(0)
+    sample = frames[rng.choice(len(frames), min(max_frames, len(frames)), replace=False)]
+    codebook = Codebook.fit(sample, size)
+    fit_s = time.perf_counter() - start
+
+    out.mkdir(parents=True, exist_ok=True)
+    codebook.save(out / "codebook.npy")
+    stats = {}
+    for split, rs in records.items():
+        units, stats[split] = quantise(codebook, features[split])
+        lines = []
+        for record, record_units in zip(rs, units, strict=True):
+            relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio")}
+            lines.append(json.dumps(record | relocated | {"units": record_units}))
+        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    other_sizes = {
+        str(k): quantise(Codebook.fit(sample, k), features["heldout"])[1] for k in compare if k != size
+    }  # held-out figures of other codebook sizes, fitted on the same training frames
+    report = {
+        "settings": settings,
+        "frames_per_second": FRAME_RATE,
+        "kmeans_frames": len(sample),
+        "splits": stats,
+        "compare_k_heldout": other_sizes,
+        "timings": {"features_s": round(encode_s, 1), "kmeans_s": round(fit_s, 1)},
+    }
+    report_path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/demo"), help="folder of train.jsonl/heldout.jsonl")
+    parser.add_argument("--encoder", default=".cache/assets/whisper_base.pt", help="Whisper checkpoint or name")
+    parser.add_argument("--layer", type=int, default=2, help="encoder blocks to run (Whisper base has 6)")
+    parser.add_argument("--k", type=int, default=100, help="codebook size K")
+    parser.add_argument("--out", type=Path, default=Path("data/demo/units"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-frames", type=int, default=200_000, help="training frames sampled for k-means")
+    parser.add_argument("--compare-k", type=int, nargs="*", default=[], help="other K to report figures for")
+    args = parser.parse_args(argv)
+    report = build_units(
+        args.data, args.encoder, args.layer, args.k, args.out, args.batch_size, args.max_frames, tuple(args.compare_k)
+    )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Response hidden states of the frozen speech LLM, computed once and stored for stage 2.
+
+Stage 2 freezes encoder, adaptor and LLM, so their output for a record never changes: computing it
+once turns every later epoch into decoder-only work. The cache is a folder of safetensors shards
+(`shard-00000.safetensors`: the rows' hidden states concatenated and their lengths; record ids in
+the metadata) plus `cache.json` with a fingerprint of the model and of what the LLM saw of the data.
+Units are not cached: they come from the dataset at training time, so units re-extracted with another
+codebook reuse the cache. Shards are written atomically, so an interrupted build resumes where it
+stopped, and several processes build disjoint shards (`rank`, `world`). Reading memory-maps the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.model import OmniModel
+from omni.speech_decoder import pad_units
+
+META_FILE = "cache.json"
+
+
+def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset) -> str:
+    """Changes when the model's files change or what the LLM sees of the records does (not their units)."""
+    files = [p for p in sorted(Path(model_dir).rglob("*")) if p.is_file()]
+    entries = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha1(json.dumps([entries, dataset.signature()]).encode()).hexdigest()
+
+
+def shard_path(directory: Path, shard: int) -> Path:
+    return directory / f"shard-{shard:05d}.safetensors"
+
+
+def build_cache(
+    model: OmniModel,
+    dataset: SpeechInstructionDataset,
+    directory: str | Path,
+    key: str,
+    batch_size: int = 8,
+    shard_size: int = 1024,
+    rank: int = 0,
+    world: int = 1,
+) -> Path:
+    """Write this process's shards; the caller waits for all ranks, then `finish_cache` on one."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    collate = SpeechCollator.for_model(model)
+    device = next(model.adaptor.parameters()).device
+    shards = range(rank, -(-len(dataset) // shard_size), world)
+    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key)]  # other keys: rebuilt
+    with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
+        for shard in todo:
+            start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
+            parts: dict[str, list[torch.Tensor]] = {"hidden": [], "lengths": []}
+            ids = []
+            for first in range(start, stop, batch_size):
+                examples = [dataset[i] for i in range(first, min(first + batch_size, stop))]
+                batch = {k: v.to(device) for k, v in collate(examples).items()}
+                hidden, lengths = model.response_hidden_states(batch)
+                for row, ex in enumerate(examples):
+                    parts["hidden"].append(hidden[row, : lengths[row]].cpu())
+                    parts["lengths"].append(lengths[row : row + 1].cpu())
+                    ids.append(ex.id)
+                bar.update(len(examples))
+            tensors = {name: torch.cat(values).contiguous() for name, values in parts.items()}
+            path = shard_path(directory, shard)
+            partial = path.with_suffix(".partial")
+            save_file(tensors, partial, metadata={"ids": json.dumps(ids), "key": key})
+            os.replace(partial, path)
+    return directory
+
+
+def finish_cache(directory: str | Path, key: str, records: int, shard_size: int) -> dict[str, Any]:
+    """Check every shard is there, then write `cache.json`: the cache is usable from then on."""
+    directory = Path(directory)
+    shards = -(-records // shard_size)
+    states = 0
+    for shard in range(shards):
+        path = shard_path(directory, shard)
+        if not _shard_matches(path, key):
+            raise FileNotFoundError(f"{path}: missing or from another model/data; rebuild the cache")
+        with safe_open(str(path), "pt") as f:
+            states += int(f.get_tensor("lengths").sum())
+    meta = {"key": key, "records": records, "shard_size": shard_size, "shards": shards, "hidden_states": states}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _shard_matches(path: Path, key: str) -> bool:
+    if not path.is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("key") == key
+
+
+class HiddenCacheDataset(Dataset):
+    """Records of a finished cache joined with their units: {"id", "hidden" (M, H), "units" (T,)}."""
+
+    def __init__(self, directory: str | Path, units: list[list[int]] | None = None):
+        self.directory = Path(directory)
+        meta_path = self.directory / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.directory}: no finished hidden-state cache ({META_FILE} missing)")
+        self.meta = json.loads(meta_path.read_text())
+        self.index: list[tuple[int, int, int]] = []  # shard, start and stop of the record's states
+        self.ids: list[str] = []
+        self.lengths: list[int] = []
+        for shard in range(self.meta["shards"]):
+            with safe_open(str(shard_path(self.directory, shard)), "pt") as f:
+                lengths = f.get_tensor("lengths").tolist()
+                self.ids += json.loads(f.metadata()["ids"])
+            starts = torch.tensor([0, *lengths]).cumsum(0).tolist()
+            self.index += [(shard, starts[i], starts[i + 1]) for i in range(len(lengths))]
+            self.lengths += lengths
+        if units is not None and len(units) != len(self.index):
+            raise ValueError(f"{self.directory}: {len(self.index)} cached records but {len(units)} unit sequences")
+        self.units = units
+        self._files: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _file(self, shard: int):
+        if shard not in self._files:  # opened lazily: each DataLoader worker gets its own handles
+            self._files[shard] = safe_open(str(shard_path(self.directory, shard)), "pt")
+        return self._files[shard]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        shard, start, stop = self.index[i]
+        units = torch.tensor(self.units[i] if self.units is not None else [], dtype=torch.long)
+        return {"id": self.ids[i], "hidden": self._file(shard).get_slice("hidden")[start:stop], "units": units}
+
+    def too_short(self, upsample: int) -> int:
+        """Records whose units outnumber lambda * answer tokens (CTC needs the frames stretched)."""
+        if self.units is None:
+            return 0
+        return sum(m * upsample < len(u) for m, u in zip(self.lengths, self.units, strict=True))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_files": {}}
+
+
+def collate_hidden(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Cached records -> right-padded hidden states and units with their lengths."""
+    lengths = torch.tensor([item["hidden"].shape[0] for item in items])
+    hidden = items[0]["hidden"].new_zeros(len(items), int(lengths.max()), items[0]["hidden"].shape[-1])
+    for row, item in enumerate(items):
+        hidden[row, : lengths[row]] = item["hidden"]
+    units, unit_lengths = pad_units([item["units"].tolist() for item in items])
+    return {"hidden": hidden, "lengths": lengths, "units": units, "unit_lengths": unit_lengths}

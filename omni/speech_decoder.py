@@ -1,0 +1,160 @@
+"""The non-autoregressive speech decoder: response hidden states -> speech units, trained with CTC.
+
+    hidden (B, M, H_llm) -> input projection -> each state repeated lambda times -> causal Llama layers
+    -> output projection to K + 1 classes (blank = K) -> CTC against the answer's units
+
+It reads the LLM's last-layer hidden states after the final norm, at the response positions only
+(the answer's tokens and its end-of-turn token). Being causal, the frames of a token see only earlier
+tokens, which is what lets streaming emit units while the text is still being written.
+Projecting before repeating gives the reference's result (the projection acts per frame) at 1/lambda
+of its cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import LlamaConfig, LlamaModel
+
+from omni.config import SpeechDecoderConfig, from_dict, to_dict
+
+CONFIG_FILE = "speech_decoder.yaml"
+WEIGHTS_FILE = "speech_decoder.safetensors"
+
+
+class SpeechDecoder(nn.Module):
+    def __init__(self, config: SpeechDecoderConfig, llm_hidden_size: int):
+        super().__init__()
+        self.config = config
+        self.llm_hidden_size = llm_hidden_size
+        self.blank = config.num_units
+        self.input_proj = nn.Linear(llm_hidden_size, config.hidden_size)
+        llama = LlamaConfig(
+            vocab_size=1,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_heads,  # full multi-head attention, as the reference
+            rope_theta=config.rope_theta,
+            attention_dropout=config.attention_dropout,
+            max_position_embeddings=32768,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+            use_cache=False,
+        )
+        llama._attn_implementation = config.attn_implementation
+        self.layers = LlamaModel(llama)
+        self.layers.embed_tokens = None  # fed frames, never token ids
+        self.layers.norm = nn.Identity()  # the reference has no final norm
+        self.output_proj = nn.Linear(config.hidden_size, config.num_units + 1)
+
+    def frame_lengths(self, lengths: torch.Tensor, unit_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder frames per row: lambda * M, stretched to the unit count when that is longer ("extend")."""
+        frames = lengths * self.config.upsample
+        if unit_lengths is not None and self.config.too_short == "extend":
+            frames = torch.maximum(frames, unit_lengths.to(frames.device))
+        return frames
+
+    @staticmethod
+    def upsample(x: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Spread each row's M states uniformly over its frames: frame j takes state floor(j * M / frames).
+
+        With frames = lambda * M this is each state repeated lambda times.
+        """
+        j = torch.arange(int(frames.max()), device=x.device)
+        source = (j[None, :] * lengths[:, None]) // frames.clamp(min=1)[:, None]
+        source = torch.minimum(source, (lengths - 1).clamp(min=0)[:, None])
+        return x.gather(1, source[..., None].expand(-1, -1, x.shape[-1]))
+
+    def forward(
+        self, hidden: torch.Tensor, lengths: torch.Tensor, unit_lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden (B, M, H_llm) right-padded, lengths (B,) -> logits (B, frames, K + 1), frames (B,).
+
+        Right padding needs no attention mask: under causal attention real frames never see the pads.
+        """
+        frames = self.frame_lengths(lengths, unit_lengths)
+        x = self.input_proj(hidden.to(self.input_proj.weight.dtype))
+        x = self.upsample(x, lengths, frames)
+        x = self.layers(inputs_embeds=x, use_cache=False).last_hidden_state
+        return self.output_proj(x), frames
+
+    def loss(
+        self, hidden: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, unit_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        logits, frames = self(hidden, lengths, unit_lengths)
+        return ctc_loss(logits, frames, units, unit_lengths, self.blank)
+
+    @torch.no_grad()
+    def generate(self, hidden: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        logits, frames = self(hidden, lengths)
+        return ctc_greedy(logits, frames, self.blank)
+
+    # ---- save / load ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"llm_hidden_size": self.llm_hidden_size, "decoder": to_dict(self.config)}
+        (directory / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        state = state_dict if state_dict is not None else self.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> SpeechDecoder:
+        directory = Path(directory)
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: not a speech decoder directory (no {CONFIG_FILE})")
+        meta = yaml.safe_load(path.read_text())
+        decoder = cls(from_dict(SpeechDecoderConfig, meta["decoder"], str(path)), int(meta["llm_hidden_size"]))
+        state = load_file(directory / WEIGHTS_FILE)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{directory / WEIGHTS_FILE}: NaN or infinite values in {bad[:3]}")
+        decoder.load_state_dict(state)
+        return decoder
+
+
+def ctc_loss(
+    logits: torch.Tensor, frames: torch.Tensor, units: torch.Tensor, unit_lengths: torch.Tensor, blank: int
+) -> torch.Tensor:
+    """CTC as the reference computes it: fp32 log-softmax, summed, divided by the total number of units.
+
+    Rows with fewer frames than units (possible under too_short="skip") cannot be aligned: they are
+    left out of the sum and the count.
+    """
+    fits = frames >= unit_lengths
+    if not fits.any():
+        return logits.sum() * 0.0  # keeps the graph (and every process in step) when nothing fits
+    log_probs = F.log_softmax(logits[fits].float(), dim=-1).transpose(0, 1)
+    targets = units[fits]
+    target_lengths = unit_lengths[fits]
+    flat = targets[torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]]
+    total = F.ctc_loss(log_probs, flat, frames[fits], target_lengths, blank=blank, reduction="sum", zero_infinity=True)
+    return total / target_lengths.sum()
+
+
+def ctc_greedy(logits: torch.Tensor, frames: torch.Tensor, blank: int) -> list[list[int]]:
+    """Best path per row: argmax, merge repeats, drop blanks."""
+    best = logits.argmax(-1).tolist()
+    out = []
+    for row, count in zip(best, frames.tolist(), strict=True):
+        path = row[:count]
+        out.append([u for i, u in enumerate(path) if u != blank and (i == 0 or u != path[i - 1])])
+    return out
+
+
+def pad_units(units: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit sequences -> (B, T) padded with -1 and their lengths."""
+    lengths = torch.tensor([len(u) for u in units])
+    padded = torch.full((len(units), max(int(lengths.max()), 1)), -1, dtype=torch.long)
+    for row, seq in enumerate(units):
+        padded[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return padded, lengths

@@ -1,0 +1,261 @@
+"""Discrete speech units: frame features from a frozen speech model, quantised by a k-means codebook.
+
+    features (T, D) -> nearest centroid per frame -> consecutive duplicates merged -> units
+
+Two feature sources share the codebook logic:
+- `HubertFeatures`: any HuBERT-family model transformers loads (mHuBERT: layer 11, K=1000, as the
+  reference's units);
+- `WhisperFeatures`: a layer of the frozen Whisper encoder the speech LLM already carries (the offline
+  default: no other model needed).
+
+Codebooks are centroids in a safe format (.npy or .safetensors). A scikit-learn/joblib pickle (fairseq's
+`km.bin`) runs code when loaded, so it is read only with `trust_pickle=True`.
+
+Units for a dataset whose records hold `response_audio` (the answer spoken):
+
+    python -m omni.units --data train.jsonl --out train_units.jsonl \
+        --hubert utter-project/mHuBERT-147 --layer 11 --codebook km1000.npy
+    python -m omni.units --data train.jsonl --out train_units.jsonl \
+        --whisper .cache/assets/whisper_base.pt --layer 2 --codebook data/demo/units/codebook.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omni.audio import SAMPLE_RATE, load_audio, mel_windows
+from omni.config import EncoderConfig
+from omni.encoder import SpeechEncoder
+
+SAFE_SUFFIXES = (".npy", ".safetensors")
+
+
+class UnitError(ValueError):
+    pass
+
+
+def dedup(units: Sequence[int]) -> list[int]:
+    """Merge runs of the same unit: [5, 5, 3, 3, 5] -> [5, 3, 5]."""
+    return [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
+
+
+def check_units(units: Sequence[int], num_units: int, where: str) -> None:
+    """Reject unit ids outside [0, num_units): a K-unit decoder must never train on them silently."""
+    bad = sorted({u for u in units if not 0 <= u < num_units})
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise UnitError(
+            f"{where}: unit ids {shown} are outside [0, {num_units}); these units come from another codebook "
+            f"(the released InstructS2S-200K holds CosyVoice tokens, for instance): re-extract them"
+        )
+
+
+class Codebook:
+    """k-means centroids (K, D); a frame's unit is the index of its nearest centroid."""
+
+    def __init__(self, centroids: torch.Tensor | np.ndarray):
+        centroids = torch.as_tensor(np.asarray(centroids, dtype=np.float32))
+        if centroids.ndim != 2 or centroids.shape[0] < 1:
+            raise UnitError(f"codebook centroids must be (K, D), got shape {tuple(centroids.shape)}")
+        if not torch.isfinite(centroids).all():
+            raise UnitError("codebook centroids hold NaN or infinite values")
+        self.centroids = centroids
+
+    @property
+    def size(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    @classmethod
+    def fit(cls, features: np.ndarray, size: int, seed: int = 0, batch_size: int = 10000) -> Codebook:
+        """Mini-batch k-means over (N, D) frames, with fairseq's HuBERT recipe settings."""
+        from sklearn.cluster import MiniBatchKMeans
+
+        if len(features) < size:
+            raise UnitError(f"k-means with K={size} needs at least {size} frames, got {len(features)}")
+        kmeans = MiniBatchKMeans(
+            n_clusters=size,
+            init="k-means++",
+            max_iter=100,
+            batch_size=batch_size,
+            tol=0.0,
+            max_no_improvement=100,
+            n_init=3,
+            reassignment_ratio=0.0,
+            random_state=seed,
+        )
+        kmeans.fit(np.asarray(features, dtype=np.float32))
+        return cls(kmeans.cluster_centers_)
+
+    @classmethod
+    def load(cls, path: str | Path, trust_pickle: bool = False) -> Codebook:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"codebook not found: {path}")
+        if path.suffix == ".npy":
+            return cls(np.load(path, allow_pickle=False))
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(path)
+            if "centroids" not in tensors:
+                raise UnitError(f"{path}: expected a tensor named 'centroids', found {sorted(tensors)}")
+            return cls(tensors["centroids"])
+        if not trust_pickle:
+            raise UnitError(
+                f"{path}: not a safe codebook format {SAFE_SUFFIXES}; it is presumably a joblib pickle, which can run "
+                "code when loaded. Convert it to .npy, or pass trust_pickle=True if you trust where it came from"
+            )
+        import joblib
+
+        kmeans = joblib.load(path)
+        if not hasattr(kmeans, "cluster_centers_"):
+            raise UnitError(f"{path}: the pickle holds {type(kmeans).__name__}, not a fitted k-means model")
+        return cls(kmeans.cluster_centers_)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".npy":
+            np.save(path, self.centroids.numpy())
+        elif path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({"centroids": self.centroids.contiguous()}, path)
+        else:
+            raise UnitError(f"{path}: save codebooks as one of {SAFE_SUFFIXES}")
+        return path
+
+    def assign(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, D) features -> (T,) nearest-centroid indices (squared Euclidean distance)."""
+        if features.shape[-1] != self.dim:
+            raise UnitError(f"features of width {features.shape[-1]} do not match the codebook's width {self.dim}")
+        x = features.float()
+        c = self.centroids.to(x.device)
+        distances = (x * x).sum(-1, keepdim=True) - 2 * x @ c.T + (c * c).sum(-1)
+        return distances.argmin(-1)
+
+
+class WhisperFeatures:
+    """Features from `layer` blocks into a frozen Whisper encoder (50 frames per second)."""
+
+    def __init__(self, encoder: SpeechEncoder, layer: int):
+        if not 0 < layer <= len(encoder.whisper.blocks):
+            raise UnitError(f"Whisper layer {layer} is outside 1..{len(encoder.whisper.blocks)}")
+        self.encoder = encoder
+        self.layer = layer
+
+    @torch.no_grad()
+    def __call__(self, clips: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """A batch of 16 kHz clips -> one (frames, width) tensor per clip, padding excluded."""
+        windows, per_clip = [], []
+        for clip in clips:
+            parts = mel_windows(clip, self.encoder.n_mels, pad_to_30s=False)
+            windows += parts
+            per_clip.append(len(parts))
+        frames = torch.tensor([w.shape[-1] for w in windows])
+        mels = torch.zeros(len(windows), self.encoder.n_mels, int(frames.max()))
+        for i, w in enumerate(windows):
+            mels[i, :, : w.shape[-1]] = w
+        device = next(self.encoder.parameters()).device
+        features, _ = self.encoder.encode_clips(mels.to(device), frames.to(device), per_clip, self.layer)
+        return [f.float().cpu() for f in features]
+
+
+class HubertFeatures:
+    """Hidden states of a HuBERT-family model (transformers) at `layer`, one clip at a time.
+
+    Clips run unbatched because base HuBERT models have no padding mask: padding would change them.
+    """
+
+    def __init__(self, name_or_path: str, layer: int, device: str | torch.device = "cpu"):
+        from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+
+        self.model = AutoModel.from_pretrained(name_or_path).to(device).eval()
+        layers = self.model.config.num_hidden_layers
+        if not 0 < layer <= layers:
+            raise UnitError(f"{name_or_path}: layer {layer} is outside 1..{layers}")
+        try:
+            self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
+        except OSError:  # no preprocessor_config.json: raw waveform in, as fairseq HuBERT takes it
+            self.processor = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False)
+        self.layer = layer
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, clips: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        out = []
+        for clip in clips:
+            inputs = self.processor(clip, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            hidden = self.model(inputs.input_values.to(self.device), output_hidden_states=True).hidden_states
+            out.append(hidden[self.layer][0].float().cpu())
+        return out
+
+
+class UnitExtractor:
+    """16 kHz clips -> deduplicated unit sequences."""
+
+    def __init__(self, features: WhisperFeatures | HubertFeatures, codebook: Codebook):
+        self.features = features
+        self.codebook = codebook
+
+    def __call__(self, clips: Sequence[np.ndarray]) -> list[list[int]]:
+        return [dedup(self.codebook.assign(f).tolist()) for f in self.features(clips)]
+
+
+def extract_manifest(extractor: UnitExtractor, data: Path, out: Path, batch_size: int = 8) -> int:
+    """Copy a JSON-lines manifest, adding `units` from each record's `response_audio`; returns the count."""
+    from tqdm.auto import tqdm
+
+    records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record.get("response_audio"), str):
+            raise UnitError(f"{data}, line {number}, field 'response_audio': missing (a path to the answer's speech)")
+    paths = [Path(r["response_audio"]) for r in records]
+    paths = [p if p.is_absolute() else data.parent / p for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    with partial.open("w") as f:
+        for start in tqdm(range(0, len(records), batch_size), desc="units"):
+            chunk, chunk_paths = records[start : start + batch_size], paths[start : start + batch_size]
+            units_per_clip = extractor([load_audio(p) for p in chunk_paths])
+            for record, path, units in zip(chunk, chunk_paths, units_per_clip, strict=True):
+                f.write(json.dumps(record | {"response_audio": str(path.resolve()), "units": units}) + "\n")
+    partial.replace(out)
+    return len(records)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="JSON-lines manifest with response_audio")
+    parser.add_argument("--out", type=Path, required=True, help="the manifest with units added")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hubert", help="HuBERT-family model (transformers): hub name or directory")
+    source.add_argument("--whisper", help="openai-whisper name or checkpoint")
+    parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--codebook", type=Path, required=True, help=".npy / .safetensors centroids (or a pickle)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow a joblib/pickle codebook (runs code)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.hubert:
+        features = HubertFeatures(args.hubert, args.layer, args.device)
+    else:
+        encoder = SpeechEncoder.from_config(EncoderConfig(name_or_path=args.whisper)).to(args.device)
+        features = WhisperFeatures(encoder, args.layer)
+    extractor = UnitExtractor(features, Codebook.load(args.codebook, args.trust_pickle))
+    count = extract_manifest(extractor, args.data, args.out, args.batch_size)
+    print(f"wrote {args.out}: {count} records with units (K={extractor.codebook.size})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Benchmark: a stage-2 training step from the hidden-state cache vs recomputing the frozen LLM.
+
+    python tests/benchmarks/bench_stage2_cache.py     # the demo config (needs make units and a stage-1 model)
+    python tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_tiny.yaml --steps 20
+
+Both modes train the same decoder on the same records, interleaved in one process: "cached" reads the
+response states from the cache, "recomputed" runs encoder + adaptor + LLM for them at every step, as a
+trainer without the cache must. Prints samples/s of each and their ratio, and the largest difference
+between the two losses of a batch (0 up to float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from omni.config import load_config
+from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+from omni.speech_decoder import SpeechDecoder, pad_units
+from train.config import Stage2Config
+from train.stage2 import load_frozen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="train/configs/stage2_demo.yaml")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=None, help="default: the config's train.batch_size")
+    args = parser.parse_args()
+    config = load_config(args.config, Stage2Config)
+    batch_size = args.batch or config.train.batch_size
+    records = batch_size * (args.steps + 1)
+    data = SpeechInstructionDataset(config.data.train, num_units=config.decoder.num_units)
+    data.rows = data.rows[:records]
+    frozen = load_frozen(config.model, torch.device("cpu"))
+    cache_dir = Path(tempfile.mkdtemp()) / "cache"
+    key = fingerprint(config.model, data)
+    build_cache(frozen, data, cache_dir, key, batch_size=8)
+    finish_cache(cache_dir, key, len(data), 1024)
+    cached = HiddenCacheDataset(cache_dir, data.column("units"))
+    collate = SpeechCollator.for_model(frozen)
+
+    torch.manual_seed(0)
+    decoder = SpeechDecoder(config.decoder, frozen.hidden_size)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=0.0)  # lr 0: both modes see the same weights
+
+    def step(mode: str, index: int) -> tuple[float, float]:
+        rows = range(index * batch_size, (index + 1) * batch_size)
+        start = time.perf_counter()
+        if mode == "cached":
+            b = collate_hidden([cached[i] for i in rows])
+            hidden, lengths, units, unit_lengths = b["hidden"], b["lengths"], b["units"], b["unit_lengths"]
+        else:
+            examples = [data[i] for i in rows]
+            hidden, lengths = frozen.response_hidden_states(collate(examples))
+            units, unit_lengths = pad_units([ex.units for ex in examples])
+        loss = decoder.loss(hidden, lengths, units, unit_lengths)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return time.perf_counter() - start, loss.item()
+
+    step("cached", 0), step("recomputed", 0)  # warm-up
+    times: dict[str, list[float]] = {"cached": [], "recomputed": []}
+    differences = []
+    for index in range(1, args.steps + 1):
+        losses = {}
+        for mode in times:
+            seconds, losses[mode] = step(mode, index)
+            times[mode].append(seconds)
+        differences.append(abs(losses["cached"] - losses["recomputed"]))
+    rate = {mode: batch_size / statistics.median(t) for mode, t in times.items()}
+    print(f"config={args.config} threads={torch.get_num_threads()} batch={batch_size} steps={args.steps}")
+    for mode in times:
+        print(f"{mode:>10}: {statistics.median(times[mode]):.3f} s/step, {rate[mode]:.2f} samples/s")
+    print(f"ratio cached / recomputed = {rate['cached'] / rate['recomputed']:.2f}x samples/s")
+    print(f"largest loss difference between the modes: {max(differences):.2e}")
+
+
+if __name__ == "__main__":
+    main()

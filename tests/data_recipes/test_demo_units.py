@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from data_recipes.demo.units import build_units
+from omni.data import SpeechInstructionDataset
+from omni.units import Codebook
+from tests.conftest import noise
+
+
+@pytest.fixture
+def demo_dir(tmp_path):
+    """A demo-shaped folder: train/heldout manifests whose answers have speech (noise stands in)."""
+    data = tmp_path / "demo"
+    (data / "wavs").mkdir(parents=True)
+    (data / "response_wavs").mkdir()
+    for split, count in (("train", 6), ("heldout", 2)):
+        lines = []
+        for i in range(count):
+            name = f"{split}-{i}"
+            soundfile.write(data / "wavs" / f"{name}.wav", noise(1.0, i), 16000)
+            soundfile.write(data / "response_wavs" / f"{name}.wav", noise(0.5 + 0.2 * i, 100 + i), 16000)
+            record = {"id": name, "audio": f"wavs/{name}.wav", "response": "An answer."}
+            lines.append(json.dumps(record | {"response_audio": f"response_wavs/{name}.wav"}))
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
+    out = demo_dir / "units"
+    encoder = str(tiny_dir / "whisper_tiny.pt")
+    report = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3, compare=(2, 8))
+    codebook = Codebook.load(out / "codebook.npy")
+    assert (codebook.size, codebook.dim) == (4, 64)
+    train = SpeechInstructionDataset(out / "train.jsonl", num_units=4)  # relocated paths resolve; ids in range
+    assert len(train) == 6
+    for i in range(len(train)):
+        units = train[i].units
+        assert units and all(a != b for a, b in zip(units, units[1:], strict=False))
+    split = report["splits"]["train"]
+    assert split["frames"] == sum(25 + 10 * i for i in range(6))  # 50 frames per second of answer
+    assert split["units"] == sum(len(train[i].units) for i in range(6)) and split["frames_per_unit"] >= 1
+    assert set(report["compare_k_heldout"]) == {"2", "8"}
+    assert (
+        report["compare_k_heldout"]["8"]["mean_squared_error"] < report["compare_k_heldout"]["2"]["mean_squared_error"]
+    )
+    # same settings: nothing is redone
+    stamp = (out / "train.jsonl").stat().st_mtime_ns
+    again = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3, compare=(2, 8))
+    assert again == report and (out / "train.jsonl").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(Codebook.load(out / "codebook.npy").centroids, codebook.centroids)
+
+
+def test_answers_without_speech_are_named(demo_dir, tiny_dir):
+    lines = (demo_dir / "heldout.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    del record["response_audio"]
+    (demo_dir / "heldout.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"heldout.jsonl: records \['heldout-0'\] have no response_audio"):
+        build_units(demo_dir, str(tiny_dir / "whisper_tiny.pt"), layer=1, size=4, out=demo_dir / "units")

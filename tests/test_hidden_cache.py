@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+
+from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.hidden_cache import (
+    HiddenCacheDataset,
+    build_cache,
+    collate_hidden,
+    fingerprint,
+    finish_cache,
+    shard_path,
+)
+from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder, pad_units
+from tests.test_speech_decoder import SMALL
+
+
+@pytest.fixture
+def omni(model_config) -> OmniModel:
+    torch.manual_seed(0)
+    return OmniModel.from_config(model_config).eval()
+
+
+@pytest.fixture
+def data(toy_dir) -> SpeechInstructionDataset:
+    return SpeechInstructionDataset(toy_dir / "train.jsonl", num_units=32)
+
+
+def test_cached_loss_equals_recomputed_loss(omni, data, tmp_path):
+    build_cache(omni, data, tmp_path, "k", batch_size=3, shard_size=5)
+    meta = finish_cache(tmp_path, "k", len(data), shard_size=5)
+    assert meta["shards"] == 4 and meta["records"] == len(data) == 16
+    cached = HiddenCacheDataset(tmp_path, data.column("units"))
+    assert cached.ids == [data[i].id for i in range(len(data))]
+    d = SpeechDecoder(SMALL.__class__(**{**SMALL.__dict__, "num_units": 32}), omni.hidden_size).eval()
+    indices = [0, 6, 11, 15]  # across shards
+    from_cache = collate_hidden([cached[i] for i in indices])
+    examples = [data[i] for i in indices]
+    hidden, lengths = omni.response_hidden_states(SpeechCollator.for_model(omni)(examples))
+    units, unit_lengths = pad_units([ex.units for ex in examples])
+    assert torch.equal(from_cache["lengths"], lengths) and torch.equal(from_cache["units"], units)
+    recomputed = d.loss(hidden, lengths, units, unit_lengths)
+    torch.testing.assert_close(
+        d.loss(from_cache["hidden"], from_cache["lengths"], from_cache["units"], from_cache["unit_lengths"]),
+        recomputed,
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_cache_resumes_splits_across_ranks_and_rebuilds_on_change(omni, data, tmp_path):
+    for rank in (0, 1):  # two processes, disjoint shards
+        build_cache(omni, data, tmp_path, "k", batch_size=4, shard_size=4, rank=rank, world=2)
+    finish_cache(tmp_path, "k", len(data), shard_size=4)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("shard-*")}
+    assert len(stamps) == 4
+    build_cache(omni, data, tmp_path, "k", batch_size=4, shard_size=4)  # finished: nothing rebuilt
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # a crash after shard 1: shard 2 missing, shard 3 from other settings -> both rebuilt, the rest kept
+    (tmp_path / "cache.json").unlink()
+    shard_path(tmp_path, 2).unlink()
+    build_cache(omni, data, tmp_path / "other", "other-key", batch_size=4, shard_size=4)
+    shard_path(tmp_path / "other", 3).replace(shard_path(tmp_path, 3))
+    with pytest.raises(FileNotFoundError, match="shard-00002"):
+        finish_cache(tmp_path, "k", len(data), shard_size=4)
+    build_cache(omni, data, tmp_path, "k", batch_size=4, shard_size=4)
+    assert finish_cache(tmp_path, "k", len(data), shard_size=4)["records"] == 16
+    after = {p: p.stat().st_mtime_ns for p in stamps}
+    assert after[shard_path(tmp_path, 0)] == stamps[shard_path(tmp_path, 0)]
+    assert after[shard_path(tmp_path, 3)] != stamps[shard_path(tmp_path, 3)]
+
+
+def test_fingerprint_follows_model_and_answers_not_units(toy_dir, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "adaptor.safetensors").write_bytes(b"a")
+    rows = [json.loads(line) for line in (toy_dir / "train.jsonl").read_text().splitlines()]
+
+    def dataset(rows):
+        path = tmp_path / "data.jsonl"
+        path.write_text("".join(json.dumps(r | {"audio": str(toy_dir / r["audio"])}) + "\n" for r in rows))
+        return SpeechInstructionDataset(path)
+
+    first = fingerprint(model, dataset(rows))
+    assert fingerprint(model, dataset([r | {"units": [7, 8]} for r in rows])) == first  # new units: cache still valid
+    assert fingerprint(model, dataset([rows[0] | {"response": "Another."}, *rows[1:]])) != first
+    (model / "adaptor.safetensors").write_bytes(b"ab")
+    assert fingerprint(model, dataset(rows)) != first
+
+
+def test_units_join_the_cache_and_too_short_is_counted(omni, data, tmp_path):
+    build_cache(omni, data, tmp_path, "k", batch_size=8)
+    finish_cache(tmp_path, "k", len(data), shard_size=1024)
+    units = data.column("units")
+    cached = HiddenCacheDataset(tmp_path, units)
+    assert cached[3]["units"].tolist() == units[3]
+    assert cached.too_short(upsample=4) == 0
+    assert cached.too_short(upsample=1) == sum(m < len(u) for m, u in zip(cached.lengths, units, strict=True)) > 0
+    with pytest.raises(ValueError, match="16 cached records but 2 unit sequences"):
+        HiddenCacheDataset(tmp_path, units[:2])
+
+
+def test_unfinished_cache_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished hidden-state cache"):
+        HiddenCacheDataset(tmp_path)
+    (tmp_path / "cache.json").write_text(json.dumps({"shards": 0}))
+    assert len(HiddenCacheDataset(tmp_path)) == 0

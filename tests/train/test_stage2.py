@@ -1,0 +1,168 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from omni.eval import speech_units
+from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder
+from train import stage2
+from train.config import Stage2Config
+from train.loop import checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "train" / "configs" / "stage2_tiny.yaml")
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(tmp_path_factory, tiny_dir) -> Path:
+    from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig
+
+    config = ModelConfig(
+        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
+        adaptor=AdaptorConfig(stride=5, hidden_size=32),
+        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("stage1") / "model"
+    OmniModel.from_config(config).save_pretrained(directory)
+    return directory
+
+
+def run(stage1_dir, toy_dir, out, *extra) -> dict:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return stage2.main(
+        [
+            "--config",
+            CONFIG,
+            f"model={stage1_dir}",
+            f"data.train={toy_dir / 'train.jsonl'}",
+            f"data.eval={toy_dir / 'eval.jsonl'}",
+            f"train.output_dir={out}",
+            *extra,
+        ]
+    )
+
+
+def test_stage2_trains_only_the_decoder(stage1_dir, toy_dir, tmp_path):
+    summary = run(stage1_dir, toy_dir, tmp_path / "run", "train.max_steps=30", "train.eval_every=15")
+    assert summary["steps"] == 30 and summary["samples"] == 240
+    assert summary["final_train_loss"] < 0.6 * summary["first_train_loss"]
+    metrics = summary["eval_metrics"]
+    assert [m["step"] for m in metrics] == [15, 30]
+    assert {"unit_error_rate", "blank_share", "length_ratio", "ctc_loss", "stalled"} <= metrics[-1].keys()
+    assert metrics[-1]["unit_error_rate"] < 1.0 and metrics[-1]["stalled"] == 0.0
+    model_dir = tmp_path / "run" / "model"
+    decoder = SpeechDecoder.from_pretrained(model_dir)
+    assert decoder.config.num_units == 32
+    assert (model_dir / speech_units.STAGE1_MODEL_FILE).read_text().strip() == str(stage1_dir.resolve())
+    assert json.loads((tmp_path / "run" / "hidden_cache" / "train" / "cache.json").read_text())["records"] == 16
+
+
+def test_trainer_holds_the_decoder_alone(stage1_dir, toy_dir, tmp_path):
+    from omni.config import load_config
+    from train.loop import make_accelerator
+
+    keys = [f"model={stage1_dir}", f"data.train={toy_dir / 'train.jsonl'}", "data.eval=null"]
+    config = load_config(CONFIG, Stage2Config, [*keys, f"train.output_dir={tmp_path}"])
+    trainer = stage2.build(config, make_accelerator(config.train))
+    params = list(trainer.model.parameters())
+    assert all(p.requires_grad for p in params)
+    decoder = SpeechDecoder(config.decoder, 64)
+    assert sum(p.numel() for p in params) == sum(p.numel() for p in decoder.parameters())
+    optimized = sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"])
+    assert optimized == sum(p.numel() for p in params)
+
+
+def test_cache_and_recompute_train_the_same(stage1_dir, toy_dir, tmp_path):
+    common = ["train.max_steps=4", "train.eval_every=0"]
+    cached = run(stage1_dir, toy_dir, tmp_path / "cached", *common)
+    recomputed = run(stage1_dir, toy_dir, tmp_path / "recomputed", *common, "cache.enabled=false")
+    assert not (tmp_path / "recomputed" / "hidden_cache").exists()
+    torch.testing.assert_close(
+        torch.tensor(cached["train_loss"]), torch.tensor(recomputed["train_loss"]), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_stage2_resumes_exactly(stage1_dir, toy_dir, tmp_path):
+    common = ["train.max_steps=6", "train.save_every=3", "train.eval_every=0", "decoder.attention_dropout=0.2"]
+    straight = run(stage1_dir, toy_dir, tmp_path / "a", *common)
+    first = checkpoints(tmp_path / "a")[0]
+    resumed = run(stage1_dir, toy_dir, tmp_path / "b", *common, f"train.resume={first}")
+    assert resumed["train_loss"] == straight["train_loss"]
+
+
+def test_unit_evaluation_trained_against_untrained(stage1_dir, toy_dir, tmp_path):
+    # lr 0: the "trained" decoder keeps its initial weights, so the evaluation's untrained one must equal it
+    run(stage1_dir, toy_dir, tmp_path / "frozen", "train.max_steps=2", "train.lr=0.0")
+    out = tmp_path / "eval"
+    args = ["--decoder", str(tmp_path / "frozen" / "model"), "--data", str(toy_dir / "eval.jsonl"), "--out", str(out)]
+    report = speech_units.main(args)
+    assert report["results"]["trained"] == report["results"]["untrained"]
+    run(stage1_dir, toy_dir, tmp_path / "trained", "train.max_steps=40")
+    args[1] = str(tmp_path / "trained" / "model")
+    report = speech_units.main([*args[:-1], str(tmp_path / "eval2")])
+    trained, untrained = report["results"]["trained"], report["results"]["untrained"]
+    assert trained["unit_error_rate"] < untrained["unit_error_rate"]
+    assert trained["ctc_loss"] < untrained["ctc_loss"]
+    assert report["records"] == 4
+    assert "| trained |" in (tmp_path / "eval2" / "units.md").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "eval2" / "examples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["trained"]["reference"] == rows[0]["untrained"]["reference"]
+
+
+def test_a_stalled_run_is_reported(capsys):
+    stalled = {"unit_error_rate": 1.0, "blank_share": 0.99, "length_ratio": 0.02, "ctc_loss": 3.0}
+    assert speech_units.is_stalled(stalled)
+    assert not speech_units.is_stalled(stalled | {"blank_share": 0.6, "length_ratio": 0.8})
+    stage2.report_stall({"eval_metrics": [{"step": 100, **stalled, "stalled": 1.0}]})
+    assert "looks stalled at step 100: 99.0% of frames are blank" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_deepspeed_two_processes_on_cpu(stage1_dir, toy_dir, tmp_path, zero):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / zero
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        f"train/configs/accelerate_{zero}_cpu.yaml",
+        "-m",
+        "train.stage2",
+        "--config",
+        CONFIG,
+        f"model={stage1_dir}",
+        f"data.train={toy_dir / 'train.jsonl'}",
+        f"data.eval={toy_dir / 'eval.jsonl'}",
+        f"train.output_dir={out}",
+        "train.max_steps=6",
+        "train.eval_every=3",
+        "cache.shard_size=4",  # 4 shards: each process builds two
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 6 and summary["samples"] == 96
+    assert summary["final_train_loss"] < summary["first_train_loss"]
+    assert [m["step"] for m in summary["eval_metrics"]] == [3, 6]
+    assert len(list((out / "hidden_cache" / "train").glob("shard-*.safetensors"))) == 4
+    decoder = SpeechDecoder.from_pretrained(out / "model")  # ZeRO-3 shards gathered into full tensors
+    torch.manual_seed(0)
+    initial = SpeechDecoder(decoder.config, decoder.llm_hidden_size).state_dict()
+    trained = decoder.state_dict()
+    assert all(trained[k].shape == initial[k].shape for k in initial)
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)

@@ -1,0 +1,178 @@
+"""Stage 2: train the CTC speech decoder on the frozen speech LLM's answers.
+
+    python -m train.stage2 --config train/configs/stage2_tiny.yaml
+    python -m train.stage2 --config train/configs/stage2_demo.yaml train.max_steps=100 cache.enabled=false
+    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage2 \
+        --config train/configs/stage2_llama31_8b.yaml
+
+setup (frozen stage-1 model -> response hidden states, cached once -> a new decoder) -> train (shared
+loop, only the decoder has parameters to train) -> save (the decoder, and which stage-1 model it reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from omni.config import load_config, to_dict
+from omni.data import Example, SpeechCollator, SpeechInstructionDataset
+from omni.eval.speech_units import STAGE1_MODEL_FILE, evaluate_decoder, is_stalled
+from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder, ctc_loss, pad_units
+from train.config import Stage2Config
+from train.loop import Trainer, make_accelerator
+
+Batch = dict[str, torch.Tensor]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage2_tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
+    return parser.parse_args(argv)
+
+
+def load_frozen(model_dir: str | Path, device: torch.device) -> OmniModel:
+    """The stage-1 model with nothing to train: no gradients, no optimizer state, eval mode."""
+    model = OmniModel.from_pretrained(model_dir)
+    model.requires_grad_(False)
+    return model.eval().to(device)
+
+
+def cached(
+    config: Stage2Config, accelerator: Accelerator, model: OmniModel, data: SpeechInstructionDataset, name: str
+) -> HiddenCacheDataset:
+    """Build (or reuse) the cache of one split, each process writing its share of the shards."""
+    c = config.cache
+    directory = Path(c.dir or Path(config.train.output_dir) / "hidden_cache") / name
+    key = fingerprint(config.model, data)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    build_cache(model, data, directory, key, c.batch_size, c.shard_size, rank, world)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish_cache(directory, key, len(data), c.shard_size)
+    accelerator.wait_for_everyone()
+    cache = HiddenCacheDataset(directory, data.column("units"))
+    units = sum(len(u) for u in cache.units)
+    accelerator.print(
+        f"hidden cache {name}: {len(cache)} records, {units / sum(cache.lengths):.2f} units per answer token, "
+        f"{cache.too_short(config.decoder.upsample)} with more units than lambda x tokens"
+    )
+    return cache
+
+
+def with_units(collate: SpeechCollator) -> Callable[[list[Example]], Batch]:
+    def collate_with_units(examples: list[Example]) -> Batch:
+        units, unit_lengths = pad_units([ex.units for ex in examples])
+        return collate(examples) | {"units": units, "unit_lengths": unit_lengths}
+
+    return collate_with_units
+
+
+def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
+    num_units = config.decoder.num_units
+    train_data = SpeechInstructionDataset(config.data.train, num_units=num_units)
+    eval_data = SpeechInstructionDataset(config.data.eval, num_units=num_units) if config.data.eval else None
+    frozen = load_frozen(config.model, accelerator.device)
+    hidden_size = frozen.hidden_size
+
+    if config.cache.enabled:
+        train_set: Dataset = cached(config, accelerator, frozen, train_data, "train")
+        eval_set: Dataset | None = cached(config, accelerator, frozen, eval_data, "eval") if eval_data else None
+        del frozen  # training from the cache needs no LLM at all
+        collate: Callable = collate_hidden
+
+        def hidden_batch(batch: Batch) -> Batch:
+            return batch
+    else:
+        train_set, eval_set = train_data, eval_data
+        collate = with_units(SpeechCollator.for_model(frozen))
+
+        def hidden_batch(batch: Batch) -> Batch:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            hidden, lengths = frozen.response_hidden_states(batch)
+            return {
+                "hidden": hidden,
+                "lengths": lengths,
+                "units": batch["units"],
+                "unit_lengths": batch["unit_lengths"],
+            }
+
+    def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+        b = hidden_batch(batch)
+        logits, frames = model(b["hidden"], b["lengths"], b["unit_lengths"])  # the wrapped forward (DDP/DeepSpeed)
+        return ctc_loss(logits, frames, b["units"], b["unit_lengths"], blank=num_units)
+
+    def eval_metrics(model: nn.Module) -> dict[str, float]:
+        loader = DataLoader(eval_set, batch_size=config.train.batch_size, collate_fn=collate)
+        batches: Iterator[Batch] = (hidden_batch(b) for b in loader)
+        metrics, _ = evaluate_decoder(accelerator.unwrap_model(model), batches, config.eval_metric_batches)
+        return metrics | {"stalled": float(is_stalled(metrics))}
+
+    set_seed(config.train.seed)  # the decoder's initial weights; the unit evaluation rebuilds them as "untrained"
+    decoder = SpeechDecoder(config.decoder, hidden_size)
+    if config.train.gradient_checkpointing:
+        decoder.layers.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    stage1_dir = str(Path(config.model).resolve())
+
+    def save_model(acc: Accelerator, model: nn.Module, directory: Path) -> None:
+        state = acc.get_state_dict(model)  # gathers ZeRO-3 shards
+        if acc.is_main_process:
+            acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
+            (directory / STAGE1_MODEL_FILE).write_text(stage1_dir + "\n")
+
+    return Trainer(
+        config.train,
+        accelerator,
+        decoder,
+        train_set,
+        collate,
+        loss_fn=loss_fn,
+        save_model=save_model,
+        eval_data=eval_set,
+        run_config=to_dict(config),
+        eval_metrics=eval_metrics if eval_set is not None else None,
+    )
+
+
+def report_stall(summary: dict[str, Any]) -> None:
+    """Say loudly when training ended in the known all-blank failure."""
+    metrics = summary.get("eval_metrics") or []
+    if metrics and metrics[-1].get("stalled"):
+        last = metrics[-1]
+        print(
+            f"WARNING: the speech decoder looks stalled at step {last['step']}: {last['blank_share']:.1%} of frames "
+            f"are blank and it predicts {last['length_ratio']:.2f}x the reference units. Train longer, raise "
+            "train.lr, or check that the units belong to these answers."
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    config = load_config(args.config, Stage2Config, args.overrides)
+    accelerator = make_accelerator(config.train)
+    if accelerator.is_main_process:
+        Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    try:
+        summary = build(config, accelerator).train()
+        if accelerator.is_main_process:
+            report_stall(summary)
+        return summary
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
