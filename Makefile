@@ -1,5 +1,5 @@
 # omni: every target that needs the Python environment builds it first (idempotent).
-#   make demo                      assets -> data-demo -> stage 1 -> units -> stage 2, each evaluated, real small weights
+#   make demo                      assets -> data-demo -> stage 1 -> units -> stage 2 -> vocoder -> latency
 #   make test                      the test suite
 #   make train-stage1 CONFIG=train/configs/stage1_tiny.yaml ARGS="train.lr=1e-4"
 #   make train-stage2 CONFIG=train/configs/stage2_tiny.yaml
@@ -15,6 +15,7 @@ ASSETS ?= .cache/assets
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/stage1_demo
 DEMO_RUN2 ?= runs/stage2_demo
+DEMO_VOCODER ?= runs/vocoder_demo
 UNITS_K ?= 100
 UNITS_LAYER ?= 2
 TINY := .cache/tiny
@@ -24,7 +25,7 @@ timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
 	echo "$(1): $$(( $$(date +%s) - start )) s" | tee -a $(TIMINGS); exit $$status
 
 .PHONY: system-deps setup test test-all lint bench bench-stage2 assets data-demo units tiny-assets toy-data \
-	train-stage1 train-stage2 eval-stage1 eval-stage2 demo demo-tiny clean
+	train-stage1 train-stage2 train-vocoder eval-stage1 eval-stage2 eval-vocoder eval-latency demo demo-tiny clean
 
 setup: $(STAMP) system-deps
 
@@ -55,6 +56,7 @@ lint: setup
 
 bench: setup
 	$(PY) tests/benchmarks/bench_stage1_padding.py
+	$(PY) tests/benchmarks/bench_decoder_incremental.py
 
 # Stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config.
 bench-stage2: units $(DEMO_RUN)/model/omni_config.yaml
@@ -71,7 +73,7 @@ data-demo: assets
 # Units of the demo answers: k-means (K=$(UNITS_K)) over the demo model's Whisper-base layer-$(UNITS_LAYER) features.
 units: data-demo
 	@$(call timed,units,$(PY) -m data_recipes.demo.units --data $(DEMO_DATA) --encoder $(ASSETS)/whisper_base.pt \
-		--layer $(UNITS_LAYER) --k $(UNITS_K) --compare-k 50 200 500 --out $(DEMO_DATA)/units)
+		--layer $(UNITS_LAYER) --k $(UNITS_K) --out $(DEMO_DATA)/units)
 
 $(TINY)/llm/config.json: | setup
 	$(PY) -m omni.tiny $(TINY)
@@ -98,6 +100,20 @@ eval-stage1: setup
 	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(DEMO_RUN)/model \
 		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval)
 
+# The demo's unit vocoder: units -> mel (trained here) -> the real HiFi-GAN universal from make assets.
+train-vocoder: setup units
+	@$(call timed,train-vocoder,$(PY) -m train.vocoder --config train/configs/vocoder_demo.yaml $(ARGS))
+
+eval-vocoder: setup
+	@$(call timed,eval-vocoder,$(PY) -m omni.eval.vocoder --vocoder $(DEMO_VOCODER)/model \
+		--data $(DEMO_DATA)/units/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt --out $(DEMO_VOCODER)/eval)
+
+# First-packet latency, RTF and ASR-WER against Omega, ours and the reference's way side by side.
+eval-latency: setup
+	@$(call timed,eval-latency,$(PY) -m omni.eval.latency --model $(DEMO_RUN)/model --decoder $(DEMO_RUN2)/model \
+		--vocoder $(DEMO_VOCODER)/model --data $(DEMO_DATA)/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt \
+		--out runs/latency $(ARGS))
+
 eval-stage2: setup
 	@$(call timed,eval-stage2,$(PY) -m omni.eval.speech_units --decoder $(DEMO_RUN2)/model \
 		--data $(DEMO_DATA)/units/heldout.jsonl --out $(DEMO_RUN2)/eval)
@@ -108,9 +124,14 @@ demo: setup
 	$(MAKE) --no-print-directory eval-stage1
 	$(MAKE) --no-print-directory train-stage2 CONFIG=train/configs/stage2_demo.yaml
 	$(MAKE) --no-print-directory eval-stage2
+	$(MAKE) --no-print-directory train-vocoder
+	$(MAKE) --no-print-directory eval-vocoder
+	$(MAKE) --no-print-directory eval-latency
 	@echo "demo done. Step times ($(TIMINGS)):"; cat $(TIMINGS)
 	@echo "text parity: $(DEMO_RUN)/eval/parity.md; training summary: $(DEMO_RUN)/summary.json"
 	@echo "speech units: $(DEMO_RUN2)/eval/units.md; training summary: $(DEMO_RUN2)/summary.json"
+	@echo "vocoder: $(DEMO_VOCODER)/eval/vocoder.md, wavs/ and spectrogram.png"
+	@echo "latency against chunk size: runs/latency/latency.md and runs/latency/latency.png"
 
 # The whole path on tiny random models in under a minute.
 demo-tiny: setup tiny-assets toy-data

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LlamaConfig, LlamaModel
+from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from omni.config import SpeechDecoderConfig, from_dict, to_dict
 
@@ -85,6 +85,16 @@ class SpeechDecoder(nn.Module):
         x = self.upsample(x, lengths, frames)
         x = self.layers(inputs_embeds=x, use_cache=False).last_hidden_state
         return self.output_proj(x), frames
+
+    @torch.no_grad()
+    def step(self, hidden: torch.Tensor, cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache]:
+        """Logits of the frames of new response states (B, n, H_llm) -> (B, n * lambda, K + 1), attending to
+        the cached keys and values of all earlier frames: what a full pass over the prefix gives for these
+        frames (the layers are causal), at the cost of the new frames only. Streaming calls it per token."""
+        cache = cache if cache is not None else DynamicCache()
+        x = self.input_proj(hidden.to(self.input_proj.weight.dtype)).repeat_interleave(self.config.upsample, dim=1)
+        out = self.layers(inputs_embeds=x, past_key_values=cache, use_cache=True)
+        return self.output_proj(out.last_hidden_state), out.past_key_values
 
     def loss(
         self, hidden: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, unit_lengths: torch.Tensor

@@ -45,6 +45,18 @@ def dedup(units: Sequence[int]) -> list[int]:
     return [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
 
 
+def runs(units: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Merged units and how many frames each run lasted: [5, 5, 3] -> ([5, 3], [2, 1]) (vocoder durations)."""
+    merged, durations = [], []
+    for i, u in enumerate(units):
+        if i and u == units[i - 1]:
+            durations[-1] += 1
+        else:
+            merged.append(u)
+            durations.append(1)
+    return merged, durations
+
+
 def check_units(units: Sequence[int], num_units: int, where: str) -> None:
     """Reject unit ids outside [0, num_units): a K-unit decoder must never train on them silently."""
     bad = sorted({u for u in units if not 0 <= u < num_units})

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from omni.config import ConfigError, EncoderConfig, ModelConfig, from_dict, load_config
-from train.config import Stage1Config, Stage2Config
+from train.config import Stage1Config, Stage2Config, VocoderConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
@@ -41,10 +41,13 @@ def test_bad_override_syntax(tmp_path):
         load_config(path, Stage1Config, ["train.lr"])
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("stage*.yaml")))
+SCHEMAS = {"stage1": Stage1Config, "stage2": Stage2Config, "vocoder": VocoderConfig}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name.startswith(tuple(SCHEMAS))))
 def test_shipped_configs_load_and_comment_every_key(name):
     path = CONFIGS / name
-    load_config(path, Stage1Config if name.startswith("stage1") else Stage2Config)
+    load_config(path, SCHEMAS[name.split("_")[0]])
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if re.match(r"^\s*[A-Za-z_]+:", line):
             assert "#" in line, f"{name}:{number} has no comment: {line!r}"

@@ -44,6 +44,19 @@ def test_decoder_is_causal_over_tokens():
     assert not torch.allclose(after[0, 9:], logits[0, 9:])
 
 
+def test_incremental_steps_equal_a_full_pass():
+    d = decoder()
+    hidden = torch.randn(1, 7, 16)
+    full, _ = d(hidden, torch.tensor([7]))
+    cache, pieces = None, []
+    for n in (1, 1, 3, 2):  # tokens arrive one or a few at a time
+        start = sum(p.shape[1] for p in pieces) // 3
+        logits, cache = d.step(hidden[:, start : start + n], cache)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert ctc_greedy(torch.cat(pieces, 1), torch.tensor([21]), 12) == ctc_greedy(full, torch.tensor([21]), 12)
+
+
 def test_padding_does_not_change_a_row():
     d = decoder()
     a, b = torch.randn(3, 16), torch.randn(5, 16)

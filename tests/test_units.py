@@ -8,7 +8,7 @@ from transformers import HubertConfig, HubertModel
 from omni.config import EncoderConfig
 from omni.data import DataError, SpeechInstructionDataset
 from omni.encoder import SpeechEncoder
-from omni.units import Codebook, HubertFeatures, UnitError, UnitExtractor, WhisperFeatures, check_units, dedup
+from omni.units import Codebook, HubertFeatures, UnitError, UnitExtractor, WhisperFeatures, check_units, dedup, runs
 from tests.conftest import noise
 
 
@@ -23,6 +23,8 @@ def clustered(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_dedup_merges_runs_only():
     assert dedup([5, 5, 3, 3, 5, 1, 1, 1]) == [5, 3, 5, 1]
     assert dedup([]) == []
+    assert runs([5, 5, 3, 3, 5, 1, 1, 1]) == ([5, 3, 5, 1], [2, 2, 1, 3])
+    assert runs([]) == ([], [])
 
 
 def test_out_of_range_units_are_rejected_with_the_record():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from omni.config import ModelConfig, SpeechDecoderConfig
+from omni.vocoder.unit_to_mel import UnitToMelConfig
 
 
 @dataclass
@@ -63,3 +64,11 @@ class Stage2Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_metric_batches: int = 4  # held-out batches decoded at each eval for unit error and blank share
+
+
+@dataclass
+class VocoderConfig:
+    model: UnitToMelConfig = field(default_factory=UnitToMelConfig)
+    hifigan: str | None = None  # mel vocoder checkpoint; null = the real HiFi-GAN universal from make assets
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from torch import nn
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from omni.config import to_dict
 from train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -52,6 +54,20 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,  # one schedule step per optimizer step, whatever the process count
         kwargs_handlers=handlers,
     )
+
+
+def run(config: Any, build: Callable[[Any, Accelerator], Trainer]) -> dict[str, Any]:
+    """What every recipe's main does: accelerator, the resolved config saved beside the run, build, train.
+    The process group is always torn down, even on error (gloo otherwise hangs at exit)."""
+    accelerator = make_accelerator(config.train)
+    if accelerator.is_main_process:
+        Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    try:
+        return build(config, accelerator).train()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def fill_deepspeed_auto(ds: dict, config: TrainConfig, hidden_size: int | None) -> None:

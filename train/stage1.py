@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -24,7 +22,7 @@ from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.encoder import whisper_checkpoint
 from omni.model import OmniModel
 from train.config import Stage1Config
-from train.loop import Trainer, make_accelerator
+from train.loop import Trainer, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,16 +64,7 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    config = load_config(args.config, Stage1Config, args.overrides)
-    accelerator = make_accelerator(config.train)
-    if accelerator.is_main_process:
-        Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(config.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    try:
-        return build(config, accelerator).train()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return run(load_config(args.config, Stage1Config, args.overrides), build)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -30,7 +29,7 @@ from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, f
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, ctc_loss, pad_units
 from train.config import Stage2Config
-from train.loop import Trainer, make_accelerator
+from train.loop import Trainer, run
 
 Batch = dict[str, torch.Tensor]
 
@@ -159,19 +158,10 @@ def report_stall(summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    config = load_config(args.config, Stage2Config, args.overrides)
-    accelerator = make_accelerator(config.train)
-    if accelerator.is_main_process:
-        Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(config.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    try:
-        summary = build(config, accelerator).train()
-        if accelerator.is_main_process:
-            report_stall(summary)
-        return summary
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    summary = run(load_config(args.config, Stage2Config, args.overrides), build)
+    if PartialState().is_main_process:
+        report_stall(summary)
+    return summary
 
 
 if __name__ == "__main__":

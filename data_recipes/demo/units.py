@@ -5,12 +5,16 @@
 
 The answers' speech (one voice, from `data_recipes.demo.build`) is encoded by the demo model's own
 Whisper encoder; k-means is fitted on training frames only; every answer becomes a deduplicated unit
-sequence. Layer 2 by default: Whisper's attention sees the whole clip, so deeper layers make a word's
-units depend on the words after it, which a causal decoder cannot know (answers that start with the
-same three words disagree on 10-15% of their first units at layers 5-6, 0% at layer 2). Writes `codebook.npy`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units`) and
-`report.json` (frames and units per second, codebook use, quantisation error, timings). `--compare-k`
-fits more codebook sizes on the same features and reports the same figures for each, to choose K.
-A rerun with the same settings does nothing.
+sequence, with each unit's duration in 20 ms frames (what the vocoder learns to predict).
+
+Layer 2 by default: Whisper's attention sees the whole clip, so deeper layers make a word's units
+depend on the words after it, which a causal decoder cannot know (answers that start with the same
+three words disagree on 10-15% of their first units at layers 5-6, 0% at layer 2).
+
+Writes `codebook.npy`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units` and
+`unit_durations`) and `report.json` (frames and units per second, codebook use, quantisation error,
+timings). `--compare-k` fits more codebook sizes on the same features and reports the same figures
+for each, to choose K. A rerun with the same settings does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tqdm.auto import tqdm
 from omni.audio import load_audio
 from omni.config import EncoderConfig
 from omni.encoder import SpeechEncoder
-from omni.units import Codebook, WhisperFeatures, dedup
+from omni.units import Codebook, WhisperFeatures, runs
 
 SPLITS = ("train", "heldout")
 FRAME_RATE = 50  # Whisper encoder frames per second
@@ -55,12 +59,13 @@ def encode_all(features: WhisperFeatures, paths: list[Path], batch_size: int, de
     return out
 
 
-def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[list[int]], dict]:
-    """Deduplicated units per clip, and how the codebook fits these frames."""
-    all_units, raw, used, error = [], 0, set(), 0.0
+def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """Deduplicated units per clip with their durations in frames, and how the codebook fits these frames."""
+    all_units, all_runs, raw, used, error = [], [], 0, set(), 0.0
     for feats in features:
         ids = codebook.assign(feats)
-        all_units.append(dedup(ids.tolist()))
+        all_runs.append(runs(ids.tolist()))
+        all_units.append(all_runs[-1][0])
         raw += len(ids)
         used.update(all_units[-1])
         error += (feats - codebook.centroids[ids]).pow(2).sum().item()
@@ -74,7 +79,7 @@ def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[lis
         "codebook_used": len(used),
         "mean_squared_error": round(error / raw, 4),
     }
-    return all_units, stats
+    return all_runs, stats
 
 
 def build_units(
@@ -94,6 +99,7 @@ def build_units(
         "k": size,
         "max_frames": max_frames,
         "compare_k": list(compare),
+        "fields": ["units", "unit_durations"],  # a report without durations is rebuilt
     }
     report_path = out / "report.json"
     if report_path.is_file() and json.loads(report_path.read_text()).get("settings") == settings:
@@ -119,11 +125,11 @@ def build_units(
     codebook.save(out / "codebook.npy")
     stats = {}
     for split, rs in records.items():
-        units, stats[split] = quantise(codebook, features[split])
+        unit_runs, stats[split] = quantise(codebook, features[split])
         lines = []
-        for record, record_units in zip(rs, units, strict=True):
+        for record, (units, durations) in zip(rs, unit_runs, strict=True):
             relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio")}
-            lines.append(json.dumps(record | relocated | {"units": record_units}))
+            lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     other_sizes = {
         str(k): quantise(Codebook.fit(sample, k), features["heldout"])[1] for k in compare if k != size

@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from omni.config import load_config
+from omni.config import SpeechDecoderConfig, from_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, pad_units
-from train.config import Stage2Config
-from train.stage2 import load_frozen
 
 
 def main() -> None:
@@ -33,21 +33,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=None, help="default: the config's train.batch_size")
     args = parser.parse_args()
-    config = load_config(args.config, Stage2Config)
-    batch_size = args.batch or config.train.batch_size
+    recipe = yaml.safe_load(Path(args.config).read_text())  # the stage-2 YAML: model, decoder, data, train
+    decoder_config = from_dict(SpeechDecoderConfig, recipe["decoder"], args.config)
+    batch_size = args.batch or recipe["train"]["batch_size"]
     records = batch_size * (args.steps + 1)
-    data = SpeechInstructionDataset(config.data.train, num_units=config.decoder.num_units)
+    data = SpeechInstructionDataset(recipe["data"]["train"], num_units=decoder_config.num_units)
     data.rows = data.rows[:records]
-    frozen = load_frozen(config.model, torch.device("cpu"))
+    frozen = OmniModel.from_pretrained(recipe["model"]).eval()
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
-    key = fingerprint(config.model, data)
+    key = fingerprint(recipe["model"], data)
     build_cache(frozen, data, cache_dir, key, batch_size=8)
     finish_cache(cache_dir, key, len(data), 1024)
     cached = HiddenCacheDataset(cache_dir, data.column("units"))
     collate = SpeechCollator.for_model(frozen)
 
     torch.manual_seed(0)
-    decoder = SpeechDecoder(config.decoder, frozen.hidden_size)
+    decoder = SpeechDecoder(decoder_config, frozen.hidden_size)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=0.0)  # lr 0: both modes see the same weights
 
     def step(mode: str, index: int) -> tuple[float, float]:

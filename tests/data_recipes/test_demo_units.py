@@ -36,9 +36,11 @@ def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
     assert (codebook.size, codebook.dim) == (4, 64)
     train = SpeechInstructionDataset(out / "train.jsonl", num_units=4)  # relocated paths resolve; ids in range
     assert len(train) == 6
-    for i in range(len(train)):
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    for i, record in enumerate(records):
         units = train[i].units
         assert units and all(a != b for a, b in zip(units, units[1:], strict=False))
+        assert len(record["unit_durations"]) == len(units) and sum(record["unit_durations"]) == 25 + 10 * i
     split = report["splits"]["train"]
     assert split["frames"] == sum(25 + 10 * i for i in range(6))  # 50 frames per second of answer
     assert split["units"] == sum(len(train[i].units) for i in range(6)) and split["frames_per_unit"] >= 1

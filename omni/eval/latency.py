@@ -1,0 +1,224 @@
+"""Latency against chunk size (Omega), ours and the reference's way, measured side by side in one run.
+
+    python -m omni.eval.latency --out runs/latency                        # the demo model on this machine
+    python -m omni.eval.latency --model M --decoder D --vocoder V --device cuda --items 50 --out runs/latency
+
+For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructions are answered (after
+warm-up runs) and timed: first-packet latency (end of the question to the first audio sample), split
+into speech encoding + prefill, decoding until the first chunk's units exist, and vocoding that chunk;
+total time, real-time factor (compute / audio), chunks; ASR-WER between the text answer and a Whisper
+transcript of the spoken one; and how many words of text were written when the first chunk played.
+"Ours" is variable-length encoding, the incremental decoder and crossfaded chunks; "reference" is 30 s
+padding, full-prefix decoder recomputation and bare joins, on the same inputs. Writes latency.json,
+latency.csv, latency.md (laid out like the reference's table) and latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import torch
+import whisper
+from tqdm.auto import tqdm
+from whisper.normalizers import EnglishTextNormalizer
+
+from omni.audio import SAMPLE_RATE
+from omni.data import SpeechInstructionDataset
+from omni.generate import SpeechGenerator
+from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder
+from omni.vocoder.streaming import MelUnitVocoder, resample
+
+OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
+TIMED = [
+    "encode_prefill_ms",
+    "decode_to_first_chunk_ms",
+    "vocode_first_chunk_ms",
+    "first_packet_ms",
+    "total_s",
+    "real_time_factor",
+    "chunks",
+    "words_written_at_first_chunk",
+]
+WAYS = {  # name -> (pad_to_30s, incremental decoder, join)
+    "ours": (False, True, "crossfade"),
+    "reference": (True, False, "bare"),
+}
+
+
+def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, max_new_tokens: int) -> dict[str, Any]:
+    events = list(generator(audio, omega, max_new_tokens))
+    prefill = next(e for e in events if e.kind == "prefill").time
+    audio_events = [e for e in events if e.kind == "audio"]
+    done = events[-1]
+    first = audio_events[0] if audio_events else done
+    written = "".join(e.text for e in events if e.kind == "text" and e.time <= first.time)
+    seconds = len(done.audio) / done.sample_rate if done.sample_rate else 0.0
+    return {
+        "encode_prefill_ms": 1000 * prefill,
+        "decode_to_first_chunk_ms": 1000 * (first.ready - prefill),
+        "vocode_first_chunk_ms": 1000 * (first.time - first.ready),
+        "first_packet_ms": 1000 * first.time,
+        "total_s": done.time,
+        "audio_s": seconds,
+        "real_time_factor": done.time / seconds if seconds else float("nan"),
+        "chunks": len(audio_events),
+        "words_written_at_first_chunk": len(written.split()),
+        "text": done.text,
+        "speech": resample(done.audio, done.sample_rate, SAMPLE_RATE) if seconds else np.zeros(0, np.float32),
+    }
+
+
+def summarise(rows: list[dict[str, Any]], asr: whisper.Whisper) -> dict[str, Any]:
+    normalise = EnglishTextNormalizer()
+    references, hypotheses = [], []
+    for row in rows:
+        heard = ""
+        if len(row["speech"]):
+            heard = asr.transcribe(row["speech"], language="en", temperature=0.0, fp16=False)["text"]
+        row["transcript"] = heard.strip()
+        references.append(normalise(row["text"]) or "-")
+        hypotheses.append(normalise(row["transcript"]))
+    out: dict[str, Any] = {}
+    for key in TIMED:
+        values = [r[key] for r in rows]
+        out[f"{key}_median"] = statistics.median(values)
+        out[f"{key}_p90"] = float(np.percentile(values, 90))
+    out["asr_wer"] = jiwer.wer(references, hypotheses)
+    return out
+
+
+def environment(device: torch.device, args: argparse.Namespace) -> dict[str, str]:
+    import transformers
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "device": f"{device.type}: {name}",
+        "threads": str(torch.get_num_threads()),
+        "model": str(args.model),
+        "decoder": str(args.decoder),
+        "vocoder": str(args.vocoder),
+        "asr": str(args.whisper),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str], items: int) -> str:
+    lines = [
+        f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads; "
+        "medians, ms; first packet = encode + prefill + decode to the first chunk + vocode it)",
+        "",
+        "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF "
+        "| reference way: first packet | ASR-WER | first packet ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for omega, ways in summary.items():
+        o, r = ways["ours"], ways["reference"]
+        llm = o["encode_prefill_ms_median"] + o["decode_to_first_chunk_ms_median"]
+        ratio = r["first_packet_ms_median"] / o["first_packet_ms_median"]
+        lines.append(
+            f"| {omega} | {o['encode_prefill_ms_median']:.0f} | {o['decode_to_first_chunk_ms_median']:.0f} | {llm:.0f} "
+            f"| {o['vocode_first_chunk_ms_median']:.0f} | **{o['first_packet_ms_median']:.0f}** | {o['asr_wer']:.3f} "
+            f"| {o['real_time_factor_median']:.2f} | {r['first_packet_ms_median']:.0f} | {r['asr_wer']:.3f} "
+            f"| {ratio:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(summary)
+    x = np.arange(len(labels))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for way, marker in (("ours", "o"), ("reference", "s")):
+        left.plot(x, [summary[k][way]["first_packet_ms_median"] for k in labels], marker=marker, label=way)
+        right.plot(x, [summary[k][way]["asr_wer"] for k in labels], marker=marker, label=way)
+    for ax, title in ((left, "first-packet latency (ms, median)"), (right, "ASR-WER")):
+        ax.set_xticks(x, labels)
+        ax.set_xlabel("Omega (units per chunk)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("runs/stage1_demo/model"))
+    parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"))
+    parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"))
+    parser.add_argument("--data", type=Path, default=Path("data/demo/heldout.jsonl"))
+    parser.add_argument("--whisper", default=".cache/assets/whisper_base.pt", help="ASR for ASR-WER")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per way first")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--omegas", type=int, nargs="*", default=None, help="chunk sizes; 0 = offline")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    omegas = OMEGAS if args.omegas is None else [o or None for o in args.omegas]
+    model = OmniModel.from_pretrained(args.model).to(device).eval()
+    decoder = SpeechDecoder.from_pretrained(args.decoder).to(device).eval()
+    vocoder = MelUnitVocoder.from_pretrained(args.vocoder)
+    vocoder.unit_to_mel.to(device)
+    vocoder.hifigan.to(device)
+    data = SpeechInstructionDataset(args.data, require_response=False)
+    clips = [data[i].audio for i in range(min(args.items, len(data)))]
+    asr = whisper.load_model(args.whisper, device=str(device))
+    generators = {
+        way: SpeechGenerator(model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad)
+        for way, (pad, incremental, join) in WAYS.items()
+    }
+    for generator in generators.values():
+        for clip in clips[: args.warmup]:
+            measure(generator, clip, omegas[0], args.max_new_tokens)
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    with tqdm(total=len(omegas) * len(WAYS) * len(clips), desc="latency") as bar:
+        for omega in omegas:
+            label = str(omega) if omega else "offline"
+            summary[label] = {}
+            for way, generator in generators.items():
+                measured = []
+                for index, clip in enumerate(clips):
+                    measured.append(measure(generator, clip, omega, args.max_new_tokens) | {"item": index})
+                    bar.update(1)
+                summary[label][way] = summarise(measured, asr)
+                rows += [{"omega": label, "way": way} | {k: v for k, v in r.items() if k != "speech"} for r in measured]
+    env = environment(device, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
+    (args.out / "latency.json").write_text(json.dumps(report, indent=2))
+    with (args.out / "latency.csv").open("w", newline="") as f:
+        fields = ["omega", "way", *next(iter(next(iter(summary.values())).values())).keys()]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for omega, ways in summary.items():
+            for way, values in ways.items():
+                writer.writerow({"omega": omega, "way": way} | values)
+    (args.out / "latency.md").write_text(markdown(summary, env, len(clips)))
+    plot(summary, args.out / "latency.png")
+    print(markdown(summary, env, len(clips)))
+    print(f"wrote {args.out}/latency.json, latency.csv, latency.md and latency.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from omni.config import SpeechDecoderConfig
+from omni.generate import SpeechGenerator
+from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder
+from tests.conftest import noise
+
+
+class Tones:
+    """A stand-in vocoder: each unit is 50 samples of its id."""
+
+    sample_rate = 16000
+
+    def synthesize(self, units):
+        return np.repeat(np.asarray(units, dtype=np.float32), 50), np.arange(1, len(units) + 1) * 50
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_dir):
+    from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
+        adaptor=AdaptorConfig(stride=5, hidden_size=32),
+        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
+    )
+    model = OmniModel.from_config(config).eval()
+    sizes = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
+    decoder_config = SpeechDecoderConfig(num_units=6, upsample=4, **sizes)
+    decoder = SpeechDecoder(decoder_config, model.hidden_size).eval()
+    with torch.no_grad():
+        decoder.output_proj.bias[-1] = -2.0  # fewer blanks: random weights then emit units at most frames
+    return model, decoder
+
+
+def run(parts, **kwargs):
+    model, decoder = parts
+    generator = SpeechGenerator(model, decoder, Tones(), join="bare", incremental=kwargs.pop("incremental", True))
+    torch.manual_seed(0)  # sampled tokens: a random LLM's greedy answer repeats one token
+    return list(generator(noise(1.5, 3), max_new_tokens=12, do_sample=True, **kwargs))
+
+
+def test_events_follow_the_omega_rule(parts):
+    events = run(parts, chunk_size=3)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "prefill" and kinds[-1] == "done"
+    times = [e.time for e in events]
+    assert times == sorted(times)
+    done = events[-1]
+    assert "".join(e.text for e in events if e.kind == "text") == done.text
+    assert sum((e.units for e in events if e.kind == "units"), []) == done.units and len(done.units) >= 8
+    pending = 0
+    audio_events = [i for i, e in enumerate(events) if e.kind == "audio"]
+    for i, event in enumerate(events):
+        if event.kind == "units":
+            pending += len(event.units)
+        if event.kind == "audio" and i != audio_events[-1]:
+            assert pending >= 3  # a chunk goes out only once at least Omega new units exist
+            assert len(event.audio) == 50 * pending
+            pending = 0
+    np.testing.assert_array_equal(done.audio, np.concatenate([events[i].audio for i in audio_events]))
+    np.testing.assert_array_equal(done.audio, Tones().synthesize(done.units)[0])
+
+
+def test_incremental_decoder_gives_the_reference_units(parts):
+    ours = run(parts, chunk_size=5)[-1]
+    reference = run(parts, chunk_size=5, incremental=False)[-1]
+    assert ours.units == reference.units and ours.text == reference.text
+
+
+def test_offline_vocodes_once_at_the_end(parts):
+    events = run(parts, chunk_size=None)
+    audio = [e for e in events if e.kind == "audio"]
+    assert len(audio) == 1 and len(audio[0].audio) == 50 * len(events[-1].units)

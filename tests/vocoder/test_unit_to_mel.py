@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from omni.units import UnitError
+from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
+from omni.vocoder.hifigan import MEL_CONFIG
+from omni.vocoder.unit_to_mel import UnitToMel, UnitToMelConfig, unit_to_mel_loss
+from tests.conftest import noise
+
+SMALL = UnitToMelConfig(num_units=12, hidden_size=32, encoder_layers=1, decoder_layers=1, dropout=0.0)
+
+
+def model() -> UnitToMel:
+    torch.manual_seed(0)
+    return UnitToMel(SMALL).eval()
+
+
+def test_each_mel_frame_takes_the_unit_sounding_then():
+    m = model()
+    x = torch.arange(3, dtype=torch.float)[None, :, None]  # unit states 0, 1, 2
+    durations = torch.tensor([[2, 1, 3]])  # unit frames (20 ms): 0-40 ms, 40-60 ms, 60-120 ms
+    frames = m.mel_frames(durations)
+    assert frames.tolist() == [10]  # 120 ms at 86.13 frames/s
+    picked = m.expand(x, durations, frames)[0, :, 0].tolist()
+    times = [(f + 0.5) / SMALL.mel_rate for f in range(10)]
+    assert picked == [0.0 if t < 0.04 else 1.0 if t < 0.06 else 2.0 for t in times]
+
+
+def test_shapes_loss_and_bad_input():
+    m = model()
+    units = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    durations = torch.tensor([[2, 2, 1, 3], [1, 4, 0, 0]])
+    frames = m.mel_frames(durations)
+    mels, log_durations = m(units, lengths, durations, frames)
+    assert mels.shape == (2, int(frames.max()), 80) and log_durations.shape == (2, 4)
+    batch = {
+        "mels": torch.zeros(2, int(frames.max()), 80),
+        "frames": frames,
+        "lengths": lengths,
+        "durations": durations,
+    }
+    loss = unit_to_mel_loss(mels, log_durations, batch)
+    assert torch.isfinite(loss) and loss > 0
+    with pytest.raises(ValueError, match=r"unit ids \[12\] are outside \[0, 12\)"):
+        m.generate(torch.tensor([1, 12]))
+    with pytest.raises(ValueError, match="empty unit sequence"):
+        m.generate(torch.tensor([], dtype=torch.long))
+
+
+def test_generate_uses_given_or_predicted_durations(tmp_path):
+    m = model()
+    mel, used = m.generate(torch.tensor([1, 2, 3]), torch.tensor([5, 5, 5]))
+    assert used.tolist() == [5, 5, 5] and mel.shape == (26, 80)  # 15 frames of 20 ms = 300 ms
+    mel, used = m.generate(torch.tensor([1, 2, 3]))
+    assert (used >= 1).all() and mel.shape[0] == int(m.mel_frames(used[None]))
+    m.save_pretrained(tmp_path / "u2m")
+    loaded = UnitToMel.from_pretrained(tmp_path / "u2m")
+    torch.testing.assert_close(loaded.generate(torch.tensor([1, 2, 3]))[0], mel)
+    state = m.state_dict()
+    state["out.1.bias"][0] = float("inf")
+    m.save_pretrained(tmp_path / "bad", state_dict=state)
+    with pytest.raises(ValueError, match="NaN or infinite values in \\['out.1.bias'\\]"):
+        UnitToMel.from_pretrained(tmp_path / "bad")
+
+
+def manifest(tmp_path, rows):
+    (tmp_path / "a").mkdir(exist_ok=True)
+    lines = []
+    for i, row in enumerate(rows):
+        soundfile.write(tmp_path / "a" / f"{i}.wav", noise(0.5 + 0.1 * i, i), 16000)
+        lines.append(json.dumps({"id": f"r{i}", "response_audio": f"a/{i}.wav"} | row))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "m.jsonl"
+
+
+def test_dataset_targets_and_errors(tmp_path):
+    path = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [10, 15]}, {"units": [3], "unit_durations": [30]}])
+    data = UnitSpeechDataset(path, 12, MEL_CONFIG)
+    item = data[1]
+    assert item["mel"].shape == (1 + int(0.6 * 22050) // 256, 80)
+    batch = collate_unit_speech([data[0], data[1]])
+    assert batch["units"].tolist() == [[1, 2], [3, 0]] and batch["lengths"].tolist() == [2, 1]
+    assert batch["mels"].shape == (2, item["mel"].shape[0], 80)
+    assert np.isclose(float(batch["mels"][0, -1, 0]), -11.5129, atol=1e-3)  # padding is silence
+    bad = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [3]}])
+    with pytest.raises(UnitError, match=r"m.jsonl, line 1, field 'unit_durations'"):
+        UnitSpeechDataset(bad, 12, MEL_CONFIG)
+    bad = manifest(tmp_path, [{"units": [1, 40], "unit_durations": [3, 3]}])
+    with pytest.raises(UnitError, match=r"line 1, field 'units'.*40"):
+        UnitSpeechDataset(bad, 12, MEL_CONFIG)
+    bad = manifest(tmp_path, [{"units": [1, 4]}])
+    with pytest.raises(UnitError, match="'unit_durations': missing"):
+        UnitSpeechDataset(bad, 12, MEL_CONFIG)

@@ -1,0 +1,73 @@
+"""Train the demo's unit vocoder: units (with their durations) -> mel, spoken by a pretrained HiFi-GAN.
+
+    python -m train.vocoder --config train/configs/vocoder_demo.yaml
+    python -m train.vocoder --config train/configs/vocoder_demo.yaml train.max_steps=100
+
+setup (answers with units and speech -> log-mel targets) -> train (shared loop) -> save (the unit-to-mel
+model and which HiFi-GAN it feeds). Only the unit-to-mel model trains; HiFi-GAN is used as released.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from omni.config import load_config, to_dict
+from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
+from omni.vocoder.hifigan import MEL_CONFIG, hifigan_asset_dir
+from omni.vocoder.streaming import HIFIGAN_FILE
+from omni.vocoder.unit_to_mel import UnitToMel, unit_to_mel_loss
+from train.config import VocoderConfig
+from train.loop import Trainer, run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/vocoder_demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
+    return parser.parse_args(argv)
+
+
+def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
+    num_units = config.model.num_units
+    train_data = UnitSpeechDataset(config.data.train, num_units, MEL_CONFIG)
+    eval_data = UnitSpeechDataset(config.data.eval, num_units, MEL_CONFIG) if config.data.eval else None
+    hifigan = str(Path(config.hifigan or hifigan_asset_dir() / "generator_universal.pth.tar").resolve())
+    set_seed(config.train.seed)
+    model = UnitToMel(config.model)
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        predicted, log_durations = model(batch["units"], batch["lengths"], batch["durations"], batch["frames"])
+        return unit_to_mel_loss(predicted, log_durations, batch)
+
+    def save_model(acc: Accelerator, model: nn.Module, directory: Path) -> None:
+        state = acc.get_state_dict(model)
+        if acc.is_main_process:
+            acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
+            (directory / HIFIGAN_FILE).write_text(hifigan + "\n")
+
+    return Trainer(
+        config.train,
+        accelerator,
+        model,
+        train_data,
+        collate_unit_speech,
+        loss_fn=loss_fn,
+        save_model=save_model,
+        eval_data=eval_data,
+        run_config=to_dict(config),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    return run(load_config(args.config, VocoderConfig, args.overrides), build)
+
+
+if __name__ == "__main__":
+    main()
