@@ -40,6 +40,7 @@ class Event:
     audio: np.ndarray | None = None  # float32 at `sample_rate`
     sample_rate: int = 0
     ready: float = 0.0  # audio events: when their units were all there (the rest of `time` is vocoding)
+    request: int = 0  # which request of a batch
 
 
 class SpeechGenerator:
@@ -78,7 +79,6 @@ class SpeechGenerator:
         sorted_probs = sorted_probs * keep
         return int(order[torch.multinomial(sorted_probs / sorted_probs.sum(), 1)])
 
-    @torch.no_grad()
     def __call__(
         self,
         audio: np.ndarray | str | Path,
@@ -88,72 +88,118 @@ class SpeechGenerator:
         temperature: float = 1.0,
         top_p: float = 1.0,
     ) -> Iterator[Event]:
-        """Events as they happen; `chunk_size=None` vocodes the whole answer at the end (offline)."""
+        """Events of one request as they happen; `chunk_size=None` vocodes the whole answer at the end."""
+        return self.batch([audio], chunk_size, max_new_tokens, do_sample, temperature, top_p)
+
+    @torch.no_grad()
+    def batch(
+        self,
+        audios: list[np.ndarray | str | Path],
+        chunk_size: int | None = 40,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> Iterator[Event]:
+        """Several requests in one batch (left-padded, for throughput); each event names its `request`."""
         start = time.perf_counter()
-        if not isinstance(audio, np.ndarray):
-            audio = load_audio(audio)
-        batch = {k: v.to(self.device) for k, v in self.collate([Example("request", audio, None, None, None)]).items()}
+        clips = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audios]
+        examples = [Example(str(i), clip, None, None, None) for i, clip in enumerate(clips)]
+        batch = {k: v.to(self.device) for k, v in self.collate(examples).items()}
         llm = self.model.base_llm
         body, head = llm.get_decoder(), llm.get_output_embeddings()
-        out = body(
-            inputs_embeds=self.model.inputs_embeds(batch), attention_mask=batch["attention_mask"], use_cache=True
-        )
-        past, logits = out.past_key_values, head(out.last_hidden_state[:, -1])
-        yield Event("prefill", self._clock(start))
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
+        embeds = self.model.inputs_embeds(batch)
+        out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        past, logits, position = out.past_key_values, head(out.last_hidden_state[:, -1]), positions[:, -1:] + 1
+        for i in range(len(clips)):
+            yield Event("prefill", self._clock(start), request=i)
 
-        tokenizer, ends = self.model.tokenizer, self.model.prompt.end_of_turn_ids
-        stream = StreamingVocoder(self.vocoder, self.join)
-        tokens: list[int] = []
-        states: list[torch.Tensor] = []
-        text, pending, units, pieces = "", [], [], []
-        cache, previous = None, self.decoder.blank
+        requests = [_Request(StreamingVocoder(self.vocoder, self.join), self.decoder.blank) for _ in clips]
+        ends, pad = self.model.prompt.end_of_turn_ids, min(self.model.prompt.end_of_turn_ids)
+        cache, states = None, []
         for _ in range(max_new_tokens):
-            token = self._pick(logits[0], do_sample, temperature, top_p)
-            tokens.append(token)
-            out = body(input_ids=torch.tensor([[token]], device=self.device), past_key_values=past, use_cache=True)
-            past, state = out.past_key_values, out.last_hidden_state  # the token's state: what the decoder reads
+            tokens = [
+                pad if r.done else self._pick(logits[i], do_sample, temperature, top_p) for i, r in enumerate(requests)
+            ]
+            mask = torch.cat([mask, mask.new_ones(len(clips), 1)], dim=1)
+            ids = torch.tensor(tokens, device=self.device)[:, None]
+            out = body(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=past, use_cache=True)
+            past, state, position = out.past_key_values, out.last_hidden_state, position + 1  # the tokens' states
             logits = head(state[:, -1])
-            now = tokenizer.decode(tokens, skip_special_tokens=True)
-            if len(now) > len(text) and not now.endswith("\ufffd"):  # hold back half a UTF-8 character
-                yield Event("text", self._clock(start), text=now[len(text) :])
-                text = now
             if self.incremental:
                 frames, cache = self.decoder.step(state, cache)
             else:  # the reference: the whole prefix again, keeping the new token's frames
                 states.append(state)
                 prefix = torch.cat(states, dim=1)
-                frames = self.decoder(prefix, torch.tensor([prefix.shape[1]], device=self.device))[0]
-                frames = frames[:, -self.decoder.config.upsample :]
-            new = []
-            for label in frames[0].argmax(-1).tolist():
-                if label != self.decoder.blank and label != previous:
-                    new.append(label)
-                previous = label
-            if new:
-                pending += new
-                units += new
-                yield Event("units", self._clock(start), units=new)
-            if chunk_size is not None and len(pending) >= chunk_size:
-                ready = self._clock(start)
-                pieces.append(stream.push(pending))
-                pending = []
-                rate = self.vocoder.sample_rate
-                yield Event("audio", self._clock(start), audio=pieces[-1], sample_rate=rate, ready=ready)
-            if token in ends:
+                lengths = torch.full((len(clips),), prefix.shape[1], device=self.device)
+                frames = self.decoder(prefix, lengths)[0][:, -self.decoder.config.upsample :]
+            labels = frames.argmax(-1).tolist()
+            for i, r in enumerate(requests):
+                if not r.done:
+                    yield from self._advance(r, i, tokens[i], labels[i], chunk_size, start)
+                    if tokens[i] in ends:
+                        yield from self._finish(r, i, start)
+            if all(r.done for r in requests):
                 break
-        now = tokenizer.decode(tokens, skip_special_tokens=True)
-        if now != text:
-            yield Event("text", self._clock(start), text=now[len(text) :])
-            text = now
-        ready = self._clock(start)
-        if pending:
-            pieces.append(stream.push(pending))
-        pieces.append(stream.flush())
-        tail = np.concatenate(pieces[-2:] if pending else pieces[-1:])
-        if len(tail):
-            yield Event("audio", self._clock(start), audio=tail, sample_rate=self.vocoder.sample_rate, ready=ready)
-        whole = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        yield Event("done", self._clock(start), text, units, whole, self.vocoder.sample_rate)
+        for i, r in enumerate(requests):
+            if not r.done:
+                yield from self._finish(r, i, start)
+
+    def _advance(
+        self, r: _Request, i: int, token: int, labels: list[int], chunk_size: int | None, start: float
+    ) -> Iterator[Event]:
+        r.tokens.append(token)
+        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if len(text) > len(r.text) and not text.endswith("\ufffd"):  # hold back half a UTF-8 character
+            yield Event("text", self._clock(start), text=text[len(r.text) :], request=i)
+            r.text = text
+        new = []
+        for label in labels:  # greedy CTC, continued across tokens: merge repeats, drop blanks
+            if label != self.decoder.blank and label != r.previous:
+                new.append(label)
+            r.previous = label
+        if new:
+            r.pending += new
+            r.units += new
+            yield Event("units", self._clock(start), units=new, request=i)
+        if chunk_size is not None and len(r.pending) >= chunk_size:
+            ready = self._clock(start)
+            r.pieces.append(r.stream.push(r.pending))
+            r.pending = []
+            rate = self.vocoder.sample_rate
+            yield Event("audio", self._clock(start), audio=r.pieces[-1], sample_rate=rate, ready=ready, request=i)
+
+    def _finish(self, r: _Request, i: int, start: float) -> Iterator[Event]:
+        r.done = True
+        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if text != r.text:
+            yield Event("text", self._clock(start), text=text[len(r.text) :], request=i)
+            r.text = text
+        ready, rate = self._clock(start), self.vocoder.sample_rate
+        tail = [r.stream.push(r.pending), r.stream.flush()]
+        r.pieces += tail
+        if sum(len(t) for t in tail):
+            yield Event(
+                "audio", self._clock(start), audio=np.concatenate(tail), sample_rate=rate, ready=ready, request=i
+            )
+        whole = np.concatenate(r.pieces)
+        yield Event("done", self._clock(start), r.text, r.units, whole, rate, request=i)
+
+
+@dataclass
+class _Request:
+    """What one request of a batch has produced so far."""
+
+    stream: StreamingVocoder
+    previous: int  # the last frame's best class, for merging repeats across tokens
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    pending: list[int] = field(default_factory=list)
+    units: list[int] = field(default_factory=list)
+    pieces: list[np.ndarray] = field(default_factory=list)
+    done: bool = False
 
 
 def main(argv: list[str] | None = None) -> None:

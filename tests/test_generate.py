@@ -76,3 +76,16 @@ def test_offline_vocodes_once_at_the_end(parts):
     events = run(parts, chunk_size=None)
     audio = [e for e in events if e.kind == "audio"]
     assert len(audio) == 1 and len(audio[0].audio) == 50 * len(events[-1].units)
+
+
+def test_a_batch_gives_each_request_its_own_answer(parts):
+    model, decoder = parts
+    generator = SpeechGenerator(model, decoder, Tones(), join="bare")
+    clips = [noise(1.5, 3), noise(0.7, 4)]  # different lengths: the second is left-padded
+    alone = [list(generator(clip, chunk_size=3, max_new_tokens=8))[-1] for clip in clips]
+    events = list(generator.batch(clips, chunk_size=3, max_new_tokens=8))
+    done = {e.request: e for e in events if e.kind == "done"}
+    assert sorted(done) == [0, 1]
+    for i in range(2):
+        assert done[i].text == alone[i].text and done[i].units == alone[i].units
+        np.testing.assert_array_equal(done[i].audio, alone[i].audio)

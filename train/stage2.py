@@ -41,11 +41,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_frozen(model_dir: str | Path, device: torch.device) -> OmniModel:
-    """The stage-1 model with nothing to train: no gradients, no optimizer state, eval mode."""
-    model = OmniModel.from_pretrained(model_dir)
+def load_frozen(model_dir: str | Path, accelerator: Accelerator) -> OmniModel:
+    """The stage-1 model with nothing to train: no gradients, no optimizer state, eval mode.
+
+    Under ZeRO-3, transformers would partition it at load for an engine that never wraps it (only the
+    decoder trains): it is loaded whole on each process instead.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # transformers partitions at load while this config is registered
+    try:
+        model = OmniModel.from_pretrained(model_dir)
+    finally:
+        if plugin is not None:
+            plugin.set_deepspeed_weakref()
     model.requires_grad_(False)
-    return model.eval().to(device)
+    return model.eval().to(accelerator.device)
 
 
 def cached(
@@ -82,7 +95,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
     num_units = config.decoder.num_units
     train_data = SpeechInstructionDataset(config.data.train, num_units=num_units)
     eval_data = SpeechInstructionDataset(config.data.eval, num_units=num_units) if config.data.eval else None
-    frozen = load_frozen(config.model, accelerator.device)
+    frozen = load_frozen(config.model, accelerator)
     hidden_size = frozen.hidden_size
 
     if config.cache.enabled:
