@@ -53,6 +53,15 @@ class SpeechGenerator:
         incremental: bool = True,
         pad_to_30s: bool | None = None,
     ):
+        if decoder.config.num_units > vocoder.num_units:
+            raise ValueError(
+                f"the speech decoder predicts {decoder.config.num_units} units but the vocoder speaks only "
+                f"{vocoder.num_units}: they were trained on different codebooks"
+            )
+        if decoder.llm_hidden_size != model.hidden_size:
+            raise ValueError(
+                f"the speech decoder reads states of width {decoder.llm_hidden_size}, the LLM's are {model.hidden_size}"
+            )
         self.model = model.eval()
         self.decoder = decoder.eval()
         self.vocoder = vocoder
@@ -218,11 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--join", choices=["crossfade", "bare"], default="crossfade")
     parser.add_argument("--sample-rate", type=int, default=16000, help="rate of the written answer")
     parser.add_argument("-o", "--output", type=Path, default=Path("answer.wav"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    vocoder = MelUnitVocoder.from_pretrained(args.vocoder)
+    vocoder.unit_to_mel.to(args.device)
+    vocoder.hifigan.to(args.device)
     generator = SpeechGenerator(
-        OmniModel.from_pretrained(args.model),
-        SpeechDecoder.from_pretrained(args.decoder),
-        MelUnitVocoder.from_pretrained(args.vocoder),
+        OmniModel.from_pretrained(args.model).to(args.device),
+        SpeechDecoder.from_pretrained(args.decoder).to(args.device),
+        vocoder,
         join=args.join,
     )
     events = generator(

@@ -54,13 +54,15 @@ def build_cache(
     """Write this process's shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
     meta_path = directory / META_FILE
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
-        return directory
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if (meta.get("key"), meta.get("shard_size")) == (key, shard_size):
+            return directory
     directory.mkdir(parents=True, exist_ok=True)
     collate = SpeechCollator.for_model(model)
     device = next(model.adaptor.parameters()).device
     shards = range(rank, -(-len(dataset) // shard_size), world)
-    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key)]  # other keys: rebuilt
+    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key, shard_size)]  # others: rebuilt
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
         for shard in todo:
             start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
@@ -78,7 +80,8 @@ def build_cache(
             tensors = {name: torch.cat(values).contiguous() for name, values in parts.items()}
             path = shard_path(directory, shard)
             partial = path.with_suffix(".partial")
-            save_file(tensors, partial, metadata={"ids": json.dumps(ids), "key": key})
+            meta = {"ids": json.dumps(ids), "key": key, "shard_size": str(shard_size)}
+            save_file(tensors, partial, metadata=meta)
             os.replace(partial, path)
     return directory
 
@@ -90,8 +93,8 @@ def finish_cache(directory: str | Path, key: str, records: int, shard_size: int)
     states = 0
     for shard in range(shards):
         path = shard_path(directory, shard)
-        if not _shard_matches(path, key):
-            raise FileNotFoundError(f"{path}: missing or from another model/data; rebuild the cache")
+        if not _shard_matches(path, key, shard_size):
+            raise FileNotFoundError(f"{path}: missing, or from another model, data or shard size; build the cache")
         with safe_open(str(path), "pt") as f:
             states += int(f.get_tensor("lengths").sum())
     meta = {"key": key, "records": records, "shard_size": shard_size, "shards": shards, "hidden_states": states}
@@ -99,11 +102,12 @@ def finish_cache(directory: str | Path, key: str, records: int, shard_size: int)
     return meta
 
 
-def _shard_matches(path: Path, key: str) -> bool:
+def _shard_matches(path: Path, key: str, shard_size: int) -> bool:
     if not path.is_file():
         return False
     with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("key") == key
+        meta = f.metadata() or {}
+    return meta.get("key") == key and meta.get("shard_size") == str(shard_size)
 
 
 class HiddenCacheDataset(Dataset):
@@ -144,10 +148,11 @@ class HiddenCacheDataset(Dataset):
         return {"id": self.ids[i], "hidden": self._file(shard).get_slice("hidden")[start:stop], "units": units}
 
     def too_short(self, upsample: int) -> int:
-        """Records whose units outnumber lambda * answer tokens (CTC needs the frames stretched)."""
+        """Records that need more CTC frames than lambda * answer tokens (stretched, or skipped)."""
         if self.units is None:
             return 0
-        return sum(m * upsample < len(u) for m, u in zip(self.lengths, self.units, strict=True))
+        need = [len(u) + sum(a == b for a, b in zip(u, u[1:], strict=False)) for u in self.units]  # CTC's need
+        return sum(m * upsample < n for m, n in zip(self.lengths, need, strict=True))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_files": {}}

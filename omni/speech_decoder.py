@@ -55,11 +55,11 @@ class SpeechDecoder(nn.Module):
         self.layers.norm = nn.Identity()  # the reference has no final norm
         self.output_proj = nn.Linear(config.hidden_size, config.num_units + 1)
 
-    def frame_lengths(self, lengths: torch.Tensor, unit_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder frames per row: lambda * M, stretched to the unit count when that is longer ("extend")."""
+    def frame_lengths(self, lengths: torch.Tensor, min_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder frames per row: lambda * M, stretched to what CTC needs when that is more ("extend")."""
         frames = lengths * self.config.upsample
-        if unit_lengths is not None and self.config.too_short == "extend":
-            frames = torch.maximum(frames, unit_lengths.to(frames.device))
+        if min_frames is not None and self.config.too_short == "extend":
+            frames = torch.maximum(frames, min_frames.to(frames.device))
         return frames
 
     @staticmethod
@@ -74,13 +74,14 @@ class SpeechDecoder(nn.Module):
         return x.gather(1, source[..., None].expand(-1, -1, x.shape[-1]))
 
     def forward(
-        self, hidden: torch.Tensor, lengths: torch.Tensor, unit_lengths: torch.Tensor | None = None
+        self, hidden: torch.Tensor, lengths: torch.Tensor, min_frames: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden (B, M, H_llm) right-padded, lengths (B,) -> logits (B, frames, K + 1), frames (B,).
+        `min_frames` (training: `ctc_min_frames` of the targets) stretches rows too short for their units.
 
         Right padding needs no attention mask: under causal attention real frames never see the pads.
         """
-        frames = self.frame_lengths(lengths, unit_lengths)
+        frames = self.frame_lengths(lengths, min_frames)
         x = self.input_proj(hidden.to(self.input_proj.weight.dtype))
         x = self.upsample(x, lengths, frames)
         x = self.layers(inputs_embeds=x, use_cache=False).last_hidden_state
@@ -99,7 +100,7 @@ class SpeechDecoder(nn.Module):
     def loss(
         self, hidden: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, unit_lengths: torch.Tensor
     ) -> torch.Tensor:
-        logits, frames = self(hidden, lengths, unit_lengths)
+        logits, frames = self(hidden, lengths, ctc_min_frames(units, unit_lengths))
         return ctc_loss(logits, frames, units, unit_lengths, self.blank)
 
     @torch.no_grad()
@@ -137,10 +138,10 @@ def ctc_loss(
 ) -> torch.Tensor:
     """CTC as the reference computes it: fp32 log-softmax, summed, divided by the total number of units.
 
-    Rows with fewer frames than units (possible under too_short="skip") cannot be aligned: they are
-    left out of the sum and the count.
+    Rows with fewer frames than their units need (possible under too_short="skip") cannot be aligned:
+    they are left out of the sum and the count, not silently zeroed by zero_infinity.
     """
-    fits = frames >= unit_lengths
+    fits = frames >= ctc_min_frames(units, unit_lengths).to(frames.device)
     if not fits.any():
         return logits.sum() * 0.0  # keeps the graph (and every process in step) when nothing fits
     log_probs = F.log_softmax(logits[fits].float(), dim=-1).transpose(0, 1)
@@ -149,6 +150,13 @@ def ctc_loss(
     flat = targets[torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]]
     total = F.ctc_loss(log_probs, flat, frames[fits], target_lengths, blank=blank, reduction="sum", zero_infinity=True)
     return total / target_lengths.sum()
+
+
+def ctc_min_frames(units: torch.Tensor, unit_lengths: torch.Tensor) -> torch.Tensor:
+    """Frames a CTC alignment of each row needs: one per unit plus a blank between equal neighbours."""
+    valid = torch.arange(units.shape[1], device=units.device) < unit_lengths[:, None]
+    repeats = ((units[:, 1:] == units[:, :-1]) & valid[:, 1:]).sum(1)
+    return unit_lengths + repeats
 
 
 def ctc_greedy(logits: torch.Tensor, frames: torch.Tensor, blank: int) -> list[list[int]]:

@@ -223,25 +223,36 @@ class UnitExtractor:
     def __call__(self, clips: Sequence[np.ndarray]) -> list[list[int]]:
         return [dedup(self.codebook.assign(f).tolist()) for f in self.features(clips)]
 
+    def with_durations(self, clips: Sequence[np.ndarray]) -> list[tuple[list[int], list[int]]]:
+        """Units and how many feature frames each lasted (what a unit vocoder learns to predict)."""
+        return [runs(self.codebook.assign(f).tolist()) for f in self.features(clips)]
+
 
 def extract_manifest(extractor: UnitExtractor, data: Path, out: Path, batch_size: int = 8) -> int:
-    """Copy a JSON-lines manifest, adding `units` from each record's `response_audio`; returns the count."""
+    """Copy a JSON-lines manifest, adding `units` and `unit_durations` from each record's `response_audio`;
+    relative audio paths are made absolute so the copy works from any folder. Returns the count."""
     from tqdm.auto import tqdm
 
     records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     for number, record in enumerate(records, start=1):
         if not isinstance(record.get("response_audio"), str):
             raise UnitError(f"{data}, line {number}, field 'response_audio': missing (a path to the answer's speech)")
-    paths = [Path(r["response_audio"]) for r in records]
-    paths = [p if p.is_absolute() else data.parent / p for p in paths]
+
+    def absolute(value: str) -> str:
+        return str(value if Path(value).is_absolute() else (data.parent / value).resolve())
+
+    paths = [Path(absolute(r["response_audio"])) for r in records]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     with partial.open("w") as f:
         for start in tqdm(range(0, len(records), batch_size), desc="units"):
             chunk, chunk_paths = records[start : start + batch_size], paths[start : start + batch_size]
-            units_per_clip = extractor([load_audio(p) for p in chunk_paths])
-            for record, path, units in zip(chunk, chunk_paths, units_per_clip, strict=True):
-                f.write(json.dumps(record | {"response_audio": str(path.resolve()), "units": units}) + "\n")
+            found = extractor.with_durations([load_audio(p) for p in chunk_paths])
+            for record, path, (units, durations) in zip(chunk, chunk_paths, found, strict=True):
+                paths_now = {"response_audio": str(path)}
+                if isinstance(record.get("audio"), str):
+                    paths_now["audio"] = absolute(record["audio"])
+                f.write(json.dumps(record | paths_now | {"units": units, "unit_durations": durations}) + "\n")
     partial.replace(out)
     return len(records)
 

@@ -13,6 +13,7 @@ class Tones:
     """A stand-in vocoder: each unit is 50 samples of its id."""
 
     sample_rate = 16000
+    num_units = 6
 
     def synthesize(self, units):
         return np.repeat(np.asarray(units, dtype=np.float32), 50), np.arange(1, len(units) + 1) * 50
@@ -89,3 +90,11 @@ def test_a_batch_gives_each_request_its_own_answer(parts):
     for i in range(2):
         assert done[i].text == alone[i].text and done[i].units == alone[i].units
         np.testing.assert_array_equal(done[i].audio, alone[i].audio)
+
+
+def test_mismatched_parts_are_refused(parts):
+    model, decoder = parts
+    small = Tones()
+    small.num_units = 4
+    with pytest.raises(ValueError, match="predicts 6 units but the vocoder speaks only 4"):
+        SpeechGenerator(model, decoder, small)

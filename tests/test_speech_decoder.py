@@ -6,7 +6,7 @@ from omni.config import SpeechDecoderConfig
 from omni.data import SpeechCollator
 from omni.model import OmniModel, select_rows
 from omni.prompt import IGNORE_INDEX
-from omni.speech_decoder import SpeechDecoder, ctc_greedy, ctc_loss, pad_units
+from omni.speech_decoder import SpeechDecoder, ctc_greedy, ctc_loss, ctc_min_frames, pad_units
 
 SMALL = SpeechDecoderConfig(num_units=12, upsample=3, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
 
@@ -95,9 +95,14 @@ def test_rows_too_short_are_extended_or_skipped():
     lengths = torch.tensor([2, 2])
     units, unit_lengths = pad_units([[1, 2, 3], list(range(10))])  # row 1: 10 units > lambda * 2 = 6 frames
     extend = decoder()
-    assert torch.isfinite(extend.loss(hidden, lengths, units, unit_lengths))
     logits, frames = extend(hidden, lengths, unit_lengths)
     assert frames.tolist() == [6, 10]
+    raw = F.ctc_loss(logits[1:, :10].log_softmax(-1).transpose(0, 1), units[1:], frames[1:], unit_lengths[1:], 12)
+    assert torch.isfinite(raw) and raw > 0  # a real alignment, not zeroed by zero_infinity
+    # repeated neighbours need a blank between them: [3, 3, 3] needs 5 frames
+    repeated, repeated_lengths = pad_units([[3, 3, 3]])
+    assert ctc_min_frames(repeated, repeated_lengths).tolist() == [5]
+    assert extend(hidden[:1, :1], torch.tensor([1]), ctc_min_frames(repeated, repeated_lengths))[1].tolist() == [5]
     skip_config = SpeechDecoderConfig(**{**SMALL.__dict__, "too_short": "skip"})
     skip = decoder(skip_config)
     logits, frames = skip(hidden, lengths, unit_lengths)

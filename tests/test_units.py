@@ -149,14 +149,16 @@ def test_units_command_adds_units_to_a_manifest(tmp_path):
             json.dumps({"id": f"r{i}", "audio": "q.wav", "response": "ok", "response_audio": f"answers/{i}.wav"})
         )
     (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
-    args = ["--data", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--hubert"]
+    args = ["--data", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "elsewhere" / "out.jsonl"), "--hubert"]
     main([*args, str(tmp_path / "hubert"), "--layer", "3", "--codebook", str(tmp_path / "km.npy"), "--batch-size", "2"])
-    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "elsewhere" / "out.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
     assert all(r["units"] and max(r["units"]) < 10 for r in rows)
     extractor = UnitExtractor(HubertFeatures(str(tmp_path / "hubert"), 3), Codebook.load(tmp_path / "km.npy"))
     clips = [soundfile.read(tmp_path / "answers" / f"{i}.wav", dtype="float32")[0] for i in range(3)]
     assert [r["units"] for r in rows] == extractor(clips)  # batched by 2 in the command, one by one here
+    assert [len(r["unit_durations"]) for r in rows] == [len(r["units"]) for r in rows]
+    assert rows[0]["audio"] == str((tmp_path / "q.wav").resolve())  # usable from any folder
     with pytest.raises(UnitError, match="data.jsonl, line 1, field 'response_audio'"):
         (tmp_path / "data.jsonl").write_text(json.dumps({"id": "x", "audio": "q.wav"}) + "\n")
         main([*args, str(tmp_path / "hubert"), "--layer", "3", "--codebook", str(tmp_path / "km.npy")])

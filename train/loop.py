@@ -130,11 +130,13 @@ class Trainer:
         eval_data: Dataset | None = None,
         run_config: dict[str, Any] | None = None,
         eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+        inputs_key: str | None = None,
     ):
         self.config = config
         self.accelerator = accelerator
         self.loss_fn = loss_fn
         self.eval_metrics = eval_metrics
+        self.inputs_key = inputs_key  # what the run learns from; a checkpoint of other inputs is never resumed
         self.save_model = save_model
         self.run_config = run_config or {}
         self.output_dir = Path(config.output_dir)
@@ -181,6 +183,7 @@ class Trainer:
             "train_loss": [],
             "eval_loss": [],
             "eval_metrics": [],
+            "inputs_key": inputs_key,
         }
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -206,8 +209,14 @@ class Trainer:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / STATE_FILE).read_text())
+        if state.get("inputs_key") != self.inputs_key:
+            raise ValueError(
+                f"{path} was trained on other inputs (frozen model or data changed since); "
+                "use a new train.output_dir or train.resume=null to start afresh"
+            )
         self.accelerator.load_state(str(path))
-        self.state = json.loads((path / STATE_FILE).read_text())
+        self.state = state
         self.accelerator.print(f"resumed from {path} at step {self.state['step']}")
 
     # ---- loop -----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ loop, only the decoder has parameters to train) -> save (the decoder, and which 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from omni.data import Example, SpeechCollator, SpeechInstructionDataset
 from omni.eval.speech_units import STAGE1_MODEL_FILE, evaluate_decoder, is_stalled
 from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
 from omni.model import OmniModel
-from omni.speech_decoder import SpeechDecoder, ctc_loss, pad_units
+from omni.speech_decoder import SpeechDecoder, ctc_loss, ctc_min_frames, pad_units
 from train.config import Stage2Config
 from train.loop import Trainer, run
 
@@ -122,7 +124,8 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
 
     def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
         b = hidden_batch(batch)
-        logits, frames = model(b["hidden"], b["lengths"], b["unit_lengths"])  # the wrapped forward (DDP/DeepSpeed)
+        need = ctc_min_frames(b["units"], b["unit_lengths"])
+        logits, frames = model(b["hidden"], b["lengths"], need)  # the wrapped forward (DDP/DeepSpeed)
         return ctc_loss(logits, frames, b["units"], b["unit_lengths"], blank=num_units)
 
     def eval_metrics(model: nn.Module) -> dict[str, float]:
@@ -143,6 +146,8 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
             acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
             (directory / STAGE1_MODEL_FILE).write_text(stage1_dir + "\n")
 
+    units = json.dumps([train_data.column("units"), eval_data.column("units") if eval_data else None])
+    inputs = [fingerprint(config.model, train_data), hashlib.sha1(units.encode()).hexdigest()]
     return Trainer(
         config.train,
         accelerator,
@@ -154,6 +159,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
         eval_data=eval_set,
         run_config=to_dict(config),
         eval_metrics=eval_metrics if eval_set is not None else None,
+        inputs_key=hashlib.sha1(json.dumps(inputs).encode()).hexdigest(),
     )
 
 

@@ -10,6 +10,8 @@ model and which HiFi-GAN it feeds). Only the unit-to-mel model trains; HiFi-GAN 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -51,6 +53,8 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
             acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
             (directory / HIFIGAN_FILE).write_text(hifigan + "\n")
 
+    records = [train_data.rows, eval_data.rows if eval_data else None]
+    inputs_key = hashlib.sha1(json.dumps([records, hifigan], default=str).encode()).hexdigest()
     return Trainer(
         config.train,
         accelerator,
@@ -61,6 +65,7 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
         save_model=save_model,
         eval_data=eval_data,
         run_config=to_dict(config),
+        inputs_key=inputs_key,
     )
 
 

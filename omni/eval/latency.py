@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import platform
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +58,15 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
     prefill = next(e for e in events if e.kind == "prefill").time
     audio_events = [e for e in events if e.kind == "audio"]
     done = events[-1]
-    first = audio_events[0] if audio_events else done
-    written = "".join(e.text for e in events if e.kind == "text" and e.time <= first.time)
+    nan = float("nan")  # no audio at all (a decoder emitting only blanks): no first packet to time
+    first = audio_events[0] if audio_events else None
+    written = "".join(e.text for e in events if e.kind == "text" and first and e.time <= first.time)
     seconds = len(done.audio) / done.sample_rate if done.sample_rate else 0.0
     return {
         "encode_prefill_ms": 1000 * prefill,
-        "decode_to_first_chunk_ms": 1000 * (first.ready - prefill),
-        "vocode_first_chunk_ms": 1000 * (first.time - first.ready),
-        "first_packet_ms": 1000 * first.time,
+        "decode_to_first_chunk_ms": 1000 * (first.ready - prefill) if first else nan,
+        "vocode_first_chunk_ms": 1000 * (first.time - first.ready) if first else nan,
+        "first_packet_ms": 1000 * first.time if first else nan,
         "total_s": done.time,
         "audio_s": seconds,
         "real_time_factor": done.time / seconds if seconds else float("nan"),
@@ -90,8 +90,9 @@ def summarise(rows: list[dict[str, Any]], asr: whisper.Whisper) -> dict[str, Any
     out: dict[str, Any] = {}
     for key in TIMED:
         values = [r[key] for r in rows]
-        out[f"{key}_median"] = statistics.median(values)
-        out[f"{key}_p90"] = float(np.percentile(values, 90))
+        out[f"{key}_median"] = float(np.nanmedian(values)) if not np.isnan(values).all() else float("nan")
+        out[f"{key}_p90"] = float(np.nanpercentile(values, 90)) if not np.isnan(values).all() else float("nan")
+    out["runs_without_audio"] = int(sum(np.isnan(r["first_packet_ms"]) for r in rows))
     out["asr_wer"] = jiwer.wer(references, hypotheses)
     return out
 

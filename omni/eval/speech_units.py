@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     trained = SpeechDecoder.from_pretrained(args.decoder)
+    if args.model is None and not (args.decoder / STAGE1_MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{args.decoder / STAGE1_MODEL_FILE} is missing: pass the stage-1 model with --model")
     model_dir = args.model or Path((args.decoder / STAGE1_MODEL_FILE).read_text().strip())
     torch.manual_seed(args.seed)
     untrained = SpeechDecoder(trained.config, trained.llm_hidden_size)

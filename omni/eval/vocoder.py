@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     vocoder = MelUnitVocoder.from_pretrained(args.vocoder, args.hifigan)
     data = UnitSpeechDataset(args.data, vocoder.unit_to_mel.config.num_units, MEL_CONFIG)
+    unanswered = [i + 1 for i, row in enumerate(data.rows) if not row.get("response")]
+    if unanswered:
+        raise ValueError(f"{args.data}, lines {unanswered[:5]}: field 'response' missing (the text the WER is against)")
     asr = whisper.load_model(args.whisper, device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"vocoder": str(args.vocoder), "asr": Path(args.whisper).name, "data": str(args.data)}

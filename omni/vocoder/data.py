@@ -21,9 +21,12 @@ from omni.vocoder.unit_to_mel import LOG_MEL_FLOOR
 
 
 class UnitSpeechDataset(Dataset):
+    """Targets are computed on first use and kept (about 130 KB per 5 s answer): later epochs read no audio."""
+
     def __init__(self, path: str | Path, num_units: int, mel: MelConfig):
         self.path = Path(path)
         self.mel = mel
+        self._mels: dict[int, torch.Tensor] = {}
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such manifest")
         self.rows = []
@@ -44,14 +47,20 @@ class UnitSpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def target(self, index: int) -> torch.Tensor:
+        """The answer's log-mel (frames, n_mels) at the mel vocoder's rate."""
+        if index not in self._mels:
+            audio = soxr.resample(load_audio(self.rows[index]["response_audio"]), SAMPLE_RATE, self.mel.sample_rate)
+            self._mels[index] = log_mel(torch.from_numpy(audio), self.mel).T.contiguous()
+        return self._mels[index]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        audio = soxr.resample(load_audio(row["response_audio"]), SAMPLE_RATE, self.mel.sample_rate)
         return {
             "id": row.get("id", str(index)),
             "units": torch.tensor(row["units"]),
             "durations": torch.tensor(row["unit_durations"]),
-            "mel": log_mel(torch.from_numpy(audio), self.mel).T,  # (frames, n_mels)
+            "mel": self.target(index),
         }
 
 

@@ -301,6 +301,12 @@ def load_code_hifigan(checkpoint_path: str | Path, config_path: str | Path) -> C
     if not config_path.is_file():
         raise FileNotFoundError(f"unit vocoder config {config_path} does not exist")
     state = _read_generator_state(checkpoint_path)
-    model = CodeHifiGan(CodeHifiGanConfig.from_dict(json.loads(config_path.read_text())))
+    try:
+        config = CodeHifiGanConfig.from_dict(json.loads(config_path.read_text()))
+    except KeyError as err:
+        raise ValueError(f"{config_path}: missing key {err} (see omni/vocoder/hifigan.py for the layout)") from err
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from err
+    model = CodeHifiGan(config)
     _load_state(model, state, checkpoint_path)
     return model

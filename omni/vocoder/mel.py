@@ -63,14 +63,17 @@ class MelConfig:
 
 
 def log_mel(audio: Tensor, config: MelConfig = MelConfig()) -> Tensor:
-    """Log-magnitude mel spectrogram (..., n_mels, 1 + samples // hop) of audio (..., samples) at config.sample_rate."""
-    if audio.shape[-1] <= config.n_fft // 2:
-        raise ValueError(f"audio of {audio.shape[-1]} samples is too short for reflect padding of {config.n_fft // 2}")
-    flat = audio.reshape(-1, audio.shape[-1]).float()
+    """Log-magnitude mel spectrogram (..., n_mels, samples // hop) of audio (..., samples) at config.sample_rate.
+
+    Padded as jik876's meldataset pads ((n_fft - hop) / 2 reflected on each side, no centring), so frame i
+    covers the samples HiFi-GAN generates for it: frames * hop = samples.
+    """
+    pad = (config.n_fft - config.hop) // 2
+    if audio.shape[-1] <= pad:
+        raise ValueError(f"audio of {audio.shape[-1]} samples is too short for reflect padding of {pad}")
+    flat = torch.nn.functional.pad(audio.reshape(-1, 1, audio.shape[-1]).float(), (pad, pad), mode="reflect")[:, 0]
     window = torch.hann_window(config.win, device=audio.device)
-    spec = torch.stft(
-        flat, config.n_fft, config.hop, config.win, window, center=True, pad_mode="reflect", return_complex=True
-    ).abs()
+    spec = torch.stft(flat, config.n_fft, config.hop, config.win, window, center=False, return_complex=True).abs()
     filters = slaney_mel_filters(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
     mel = filters.to(spec.device) @ spec
     return torch.log(mel.clamp(min=1e-5)).reshape(*audio.shape[:-1], config.n_mels, -1)

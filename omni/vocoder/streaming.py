@@ -30,6 +30,7 @@ HIFIGAN_FILE = "hifigan.txt"  # beside a trained unit-to-mel model: the mel voco
 
 class Vocoder(Protocol):
     sample_rate: int
+    num_units: int  # unit ids it can speak: [0, num_units)
 
     def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """float32 audio and the sample where each unit ends."""
@@ -42,6 +43,7 @@ class MelUnitVocoder:
         self.hifigan = hifigan.eval()
         self.mel = mel
         self.sample_rate = mel.sample_rate
+        self.num_units = unit_to_mel.config.num_units
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, hifigan: str | Path | None = None) -> MelUnitVocoder:
@@ -65,6 +67,7 @@ class CodeHifiGanVocoder:
     def __init__(self, model: CodeHifiGan):
         self.model = model.eval()
         self.sample_rate = 16000
+        self.num_units = model.code_config.num_embeddings
         self.hop = int(np.prod(model.config.upsample_rates))
 
     @torch.no_grad()

@@ -85,12 +85,15 @@ class UnitToMel(nn.Module):
         """Mel frames that units lasting `durations` unit frames fill."""
         return torch.round(durations.sum(-1) * self.config.mel_rate / self.config.unit_rate).long().clamp(min=1)
 
-    def expand(self, x: torch.Tensor, durations: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Each mel frame takes the state of the unit sounding at its time: (B, T, H) -> (B, F, H)."""
+    def expand(
+        self, x: torch.Tensor, durations: torch.Tensor, frames: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Each mel frame takes the state of the unit sounding at its time: (B, T, H) -> (B, F, H).
+        Frames past the last unit's end (rounding) keep the last unit of their own row."""
         ends = durations.cumsum(-1).float()  # (B, T) end of each unit in unit frames
         t = (torch.arange(int(frames.max()), device=x.device) + 0.5) * self.config.unit_rate / self.config.mel_rate
         index = torch.searchsorted(ends.contiguous(), t.expand(x.shape[0], -1).contiguous(), right=True)
-        index = index.clamp(max=x.shape[1] - 1)
+        index = torch.minimum(index, (lengths - 1)[:, None])
         return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
     def decode(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -105,7 +108,7 @@ class UnitToMel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced: true durations, target mel length -> log-mel (B, F, n_mels), log-duration (B, T)."""
         x, _, log_durations = self.encode(units, lengths)
-        return self.decode(self.expand(x, durations, frames), frames), log_durations
+        return self.decode(self.expand(x, durations, frames, lengths), frames), log_durations
 
     @torch.no_grad()
     def generate(self, units: torch.Tensor, durations: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +121,7 @@ class UnitToMel(nn.Module):
         else:
             durations = durations[None].to(x.device)
         frames = self.mel_frames(durations)
-        return self.decode(self.expand(x, durations, frames), frames)[0], durations[0]
+        return self.decode(self.expand(x, durations, frames, lengths), frames)[0], durations[0]
 
     def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         directory = Path(directory)

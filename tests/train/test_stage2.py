@@ -100,6 +100,17 @@ def test_stage2_resumes_exactly(stage1_dir, toy_dir, tmp_path):
     assert resumed["train_loss"] == straight["train_loss"]
 
 
+def test_a_checkpoint_of_other_units_is_not_resumed(stage1_dir, toy_dir, tmp_path):
+    run(stage1_dir, toy_dir, tmp_path / "run", "train.max_steps=3", "train.save_every=3", "train.eval_every=0")
+    rows = [json.loads(line) for line in (toy_dir / "train.jsonl").read_text().splitlines()]
+    other = tmp_path / "other.jsonl"  # the same answers with units from another codebook
+    other.write_text(
+        "".join(json.dumps(r | {"audio": str(toy_dir / r["audio"]), "units": [7, 8]}) + "\n" for r in rows)
+    )
+    with pytest.raises(ValueError, match="trained on other inputs"):
+        run(stage1_dir, toy_dir, tmp_path / "run", "train.max_steps=6", f"data.train={other}")
+
+
 def test_unit_evaluation_trained_against_untrained(stage1_dir, toy_dir, tmp_path):
     # lr 0: the "trained" decoder keeps its initial weights, so the evaluation's untrained one must equal it
     run(stage1_dir, toy_dir, tmp_path / "frozen", "train.max_steps=2", "train.lr=0.0")

@@ -14,6 +14,7 @@ class Fixed:
     as a vocoder without left context would render it."""
 
     sample_rate = 16000
+    num_units = 100
 
     def __init__(self, onset: bool = False):
         self.onset = onset

@@ -25,9 +25,14 @@ def test_each_mel_frame_takes_the_unit_sounding_then():
     durations = torch.tensor([[2, 1, 3]])  # unit frames (20 ms): 0-40 ms, 40-60 ms, 60-120 ms
     frames = m.mel_frames(durations)
     assert frames.tolist() == [10]  # 120 ms at 86.13 frames/s
-    picked = m.expand(x, durations, frames)[0, :, 0].tolist()
+    picked = m.expand(x, durations, frames, torch.tensor([3]))[0, :, 0].tolist()
     times = [(f + 0.5) / SMALL.mel_rate for f in range(10)]
     assert picked == [0.0 if t < 0.04 else 1.0 if t < 0.06 else 2.0 for t in times]
+    # a shorter row of a batch: frames past its end keep its own last unit, not padding
+    longer = m.expand(
+        torch.cat([x, torch.zeros(1, 2, 1)], 1), torch.tensor([[2, 1, 1, 0, 0]]), frames, torch.tensor([3])
+    )
+    assert longer[0, -1, 0].item() == 2.0
 
 
 def test_shapes_loss_and_bad_input():
@@ -82,7 +87,7 @@ def test_dataset_targets_and_errors(tmp_path):
     path = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [10, 15]}, {"units": [3], "unit_durations": [30]}])
     data = UnitSpeechDataset(path, 12, MEL_CONFIG)
     item = data[1]
-    assert item["mel"].shape == (1 + int(0.6 * 22050) // 256, 80)
+    assert item["mel"].shape == (int(0.6 * 22050) // 256, 80)
     batch = collate_unit_speech([data[0], data[1]])
     assert batch["units"].tolist() == [[1, 2], [3, 0]] and batch["lengths"].tolist() == [2, 1]
     assert batch["mels"].shape == (2, item["mel"].shape[0], 80)
