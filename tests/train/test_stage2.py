@@ -65,6 +65,19 @@ def test_stage2_trains_only_the_decoder(stage1_dir, toy_dir, tmp_path):
     assert decoder.config.num_units == 32
     assert (model_dir / speech_units.STAGE1_MODEL_FILE).read_text().strip() == str(stage1_dir.resolve())
     assert json.loads((tmp_path / "run" / "hidden_cache" / "train" / "cache.json").read_text())["records"] == 16
+    # streaming's incremental decoder gives the trained decoder's full-pass units, token by token
+    from omni.hidden_cache import HiddenCacheDataset
+    from omni.speech_decoder import ctc_greedy
+
+    hidden = HiddenCacheDataset(tmp_path / "run" / "hidden_cache" / "eval")[0]["hidden"][None]
+    full, frames = decoder.eval()(hidden, torch.tensor([hidden.shape[1]]))
+    cache, steps = None, []
+    for t in range(hidden.shape[1]):
+        logits, cache = decoder.step(hidden[:, t : t + 1], cache)
+        steps.append(logits)
+    incremental = torch.cat(steps, dim=1)
+    assert ctc_greedy(incremental, frames, decoder.blank) == ctc_greedy(full, frames, decoder.blank)
+    assert ctc_greedy(full, frames, decoder.blank)[0]  # a trained decoder says something
 
 
 def test_trainer_holds_the_decoder_alone(stage1_dir, toy_dir, tmp_path):
