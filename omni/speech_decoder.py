@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from omni.config import SpeechDecoderConfig, from_dict, to_dict
+from omni.weights import load_weights, save_weights
 
 CONFIG_FILE = "speech_decoder.yaml"
 WEIGHTS_FILE = "speech_decoder.safetensors"
@@ -115,7 +115,7 @@ class SpeechDecoder(nn.Module):
         meta = {"llm_hidden_size": self.llm_hidden_size, "decoder": to_dict(self.config)}
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
         state = state_dict if state_dict is not None else self.state_dict()
-        save_file({k: v.contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
+        save_weights(state, directory / WEIGHTS_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> SpeechDecoder:
@@ -125,11 +125,7 @@ class SpeechDecoder(nn.Module):
             raise FileNotFoundError(f"{directory}: not a speech decoder directory (no {CONFIG_FILE})")
         meta = yaml.safe_load(path.read_text())
         decoder = cls(from_dict(SpeechDecoderConfig, meta["decoder"], str(path)), int(meta["llm_hidden_size"]))
-        state = load_file(directory / WEIGHTS_FILE)
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"{directory / WEIGHTS_FILE}: NaN or infinite values in {bad[:3]}")
-        decoder.load_state_dict(state)
+        decoder.load_state_dict(load_weights(directory / WEIGHTS_FILE))
         return decoder
 
 

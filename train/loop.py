@@ -10,6 +10,7 @@ the same data order and random state, a progress bar, TensorBoard and a JSON sum
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from omni.config import to_dict
+from omni.config import load_config, to_dict
 from train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -56,9 +57,17 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     )
 
 
-def run(config: Any, build: Callable[[Any, Accelerator], Trainer]) -> dict[str, Any]:
-    """What every recipe's main does: accelerator, the resolved config saved beside the run, build, train.
-    The process group is always torn down, even on error (gloo otherwise hangs at exit)."""
+def run(
+    argv: list[str] | None, schema: type, build: Callable[[Any, Accelerator], Trainer], description: str
+) -> dict[str, Any]:
+    """What every recipe's main does: `--config` + overrides -> accelerator, the resolved config saved
+    beside the run, build, train. The process group is always torn down, even on error (gloo otherwise
+    hangs at exit)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage1_tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, schema, args.overrides)
     accelerator = make_accelerator(config.train)
     if accelerator.is_main_process:
         Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)

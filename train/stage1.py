@@ -10,26 +10,18 @@ setup (config, accelerator, model, data) -> train (shared loop) -> save (hand-of
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from omni.config import load_config, to_dict
+from omni.config import to_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.encoder import whisper_checkpoint
 from omni.model import OmniModel
 from train.config import Stage1Config
 from train.loop import Trainer, run
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage1_tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
-    return parser.parse_args(argv)
 
 
 def save_model(accelerator: Accelerator, model: nn.Module, directory: Path) -> None:
@@ -63,8 +55,7 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    return run(load_config(args.config, Stage1Config, args.overrides), build)
+    return run(argv, Stage1Config, build, __doc__)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ loop, only the decoder has parameters to train) -> save (the decoder, and which 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from omni.config import load_config, to_dict
+from omni.config import to_dict
 from omni.data import Example, SpeechCollator, SpeechInstructionDataset
 from omni.eval.speech_units import STAGE1_MODEL_FILE, evaluate_decoder, is_stalled
 from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
@@ -34,13 +33,6 @@ from train.config import Stage2Config
 from train.loop import Trainer, run
 
 Batch = dict[str, torch.Tensor]
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage2_tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
-    return parser.parse_args(argv)
 
 
 def load_frozen(model_dir: str | Path, accelerator: Accelerator) -> OmniModel:
@@ -176,8 +168,7 @@ def report_stall(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    summary = run(load_config(args.config, Stage2Config, args.overrides), build)
+    summary = run(argv, Stage2Config, build, __doc__)
     if PartialState().is_main_process:
         report_stall(summary)
     return summary

@@ -9,7 +9,6 @@ model and which HiFi-GAN it feeds). Only the unit-to-mel model trains; HiFi-GAN 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -19,20 +18,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from omni.config import load_config, to_dict
+from omni.config import to_dict
 from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
 from omni.vocoder.hifigan import MEL_CONFIG, hifigan_asset_dir
 from omni.vocoder.streaming import HIFIGAN_FILE
 from omni.vocoder.unit_to_mel import UnitToMel, unit_to_mel_loss
 from train.config import VocoderConfig
 from train.loop import Trainer, run
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/vocoder_demo.yaml")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
-    return parser.parse_args(argv)
 
 
 def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
@@ -70,8 +62,7 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    return run(load_config(args.config, VocoderConfig, args.overrides), build)
+    return run(argv, VocoderConfig, build, __doc__)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omni.config import from_dict, to_dict
+from omni.weights import load_weights, save_weights
 
 CONFIG_FILE = "unit_to_mel.yaml"
 WEIGHTS_FILE = "unit_to_mel.safetensors"
@@ -128,7 +128,7 @@ class UnitToMel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
         state = state_dict if state_dict is not None else self.state_dict()
-        save_file({k: v.contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
+        save_weights(state, directory / WEIGHTS_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> UnitToMel:
@@ -137,11 +137,7 @@ class UnitToMel(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: not a unit-to-mel directory (no {CONFIG_FILE})")
         model = cls(from_dict(UnitToMelConfig, yaml.safe_load(path.read_text()), str(path)))
-        state = load_file(directory / WEIGHTS_FILE)
-        bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"{directory / WEIGHTS_FILE}: NaN or infinite values in {bad[:3]}")
-        model.load_state_dict(state)
+        model.load_state_dict(load_weights(directory / WEIGHTS_FILE))
         return model.eval()
 
 
