@@ -81,11 +81,12 @@ def evaluate(
     names = ["original", *(name for name, _, _ in conditions(chunks))]
     hypotheses: dict[str, list[str]] = {name: [] for name in names}
     distances: dict[str, list[float]] = {name: [] for name, chunk, _ in conditions(chunks) if chunk}
-    references, rows, seconds = [], [], {name: 0.0 for name in names}
+    references, rows, seconds, total_audio = [], [], {name: 0.0 for name in names}, 0.0
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(min(items, len(data))), desc="vocoder eval"):
         row = data.rows[index]
         audio = {"original": load_audio(row["response_audio"])}
+        total_audio += len(audio["original"]) / SAMPLE_RATE
         for name, chunk, join in conditions(chunks):
             start = time.perf_counter()
             rendered = vocode_in_chunks(vocoder, row["units"], chunk, join)
@@ -105,7 +106,6 @@ def evaluate(
                 soundfile.write(out / "wavs" / f"{row.get('id', index)}_{name}.wav", clip, SAMPLE_RATE)
         if index == 0:
             spectrogram_png(audio["original"], audio["resynthesis"], out / "spectrogram.png", str(row.get("id")))
-    total_audio = sum(len(load_audio(data.rows[i]["response_audio"])) for i in range(len(rows))) / SAMPLE_RATE
     results = {
         name: {
             "wer": jiwer.wer(references, hypotheses[name]),
