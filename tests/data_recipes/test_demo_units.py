@@ -32,8 +32,8 @@ def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
     out = demo_dir / "units"
     encoder = str(tiny_dir / "whisper_tiny.pt")
     report = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3, compare=(2, 8))
-    codebook = Codebook.load(out / "codebook.npy")
-    assert (codebook.size, codebook.dim) == (4, 64)
+    codebook = Codebook.load(out / "codebook.safetensors")
+    assert (codebook.size, codebook.dim) == (4, 64) and codebook.scale is not None  # standardised by default
     train = SpeechInstructionDataset(out / "train.jsonl", num_units=4)  # relocated paths resolve; ids in range
     assert len(train) == 6
     records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
@@ -52,7 +52,7 @@ def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
     stamp = (out / "train.jsonl").stat().st_mtime_ns
     again = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3, compare=(2, 8))
     assert again == report and (out / "train.jsonl").stat().st_mtime_ns == stamp
-    np.testing.assert_array_equal(Codebook.load(out / "codebook.npy").centroids, codebook.centroids)
+    np.testing.assert_array_equal(Codebook.load(out / "codebook.safetensors").centroids, codebook.centroids)
 
 
 def test_answers_without_speech_are_named(demo_dir, tiny_dir):
