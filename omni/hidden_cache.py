@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.model import OmniModel
-from omni.speech_decoder import pad_units
+from omni.speech_decoder import ctc_min_frames, pad_units
 
 META_FILE = "cache.json"
 
@@ -147,8 +147,8 @@ class HiddenCacheDataset(Dataset):
         """Records that need more CTC frames than lambda * answer tokens (stretched, or skipped)."""
         if self.units is None:
             return 0
-        need = [len(u) + sum(a == b for a, b in zip(u, u[1:], strict=False)) for u in self.units]  # CTC's need
-        return sum(m * upsample < n for m, n in zip(self.lengths, need, strict=True))
+        need = ctc_min_frames(*pad_units(self.units))
+        return int((torch.as_tensor(self.lengths) * upsample < need).sum())
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_files": {}}
