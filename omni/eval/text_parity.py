@@ -6,7 +6,9 @@
 For each held-out item the model answers the speech, and its LLM answers the instruction text with
 the text prompt the data was made with. Reported for the trained model and, in the same run, for the
 untrained one (same encoder and LLM, fresh adaptor): exact match and ROUGE-L F1 between the speech
-answer and the text answer, the same against the dataset's reference answer, and the held-out loss.
+answer and three texts, and the held-out loss. The texts: the model's own text answer ("text"; a
+LoRA or fully tuned LLM answers text differently after stage 1), the text answer of the LLM before
+stage 1 ("base_text", what stage 1 trains toward, uncut), and the dataset's answer ("reference").
 Writes parity.json, parity.md and examples.jsonl.
 """
 
@@ -83,23 +85,28 @@ def heldout_loss(model: OmniModel, examples: list[Example], batch_size: int) -> 
 
 
 def evaluate(
-    model: OmniModel, examples: list[Example], system: str | None, batch_size: int, max_new_tokens: int
+    model: OmniModel,
+    examples: list[Example],
+    system: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    base_text: list[str] | None = None,
 ) -> tuple[dict, list[dict]]:
+    """`base_text`: the text answers of the LLM before stage 1; None = this model's LLM is that LLM."""
     model.eval()
     speech = speech_answers(model, examples, batch_size, max_new_tokens)
     text = text_answers(model, [e.instruction for e in examples], system, batch_size, max_new_tokens)
     rows = [
         {"id": e.id, "instruction": e.instruction, "reference": e.response, "speech_answer": s, "text_answer": t}
-        for e, s, t in zip(examples, speech, text, strict=True)
+        | {"base_text_answer": b}
+        for e, s, t, b in zip(examples, speech, text, base_text or text, strict=True)
     ]
-    metrics = {
-        "items": len(rows),
-        "exact_match_vs_text": statistics.fmean(exact(r["speech_answer"], r["text_answer"]) for r in rows),
-        "rouge_l_vs_text": statistics.fmean(rouge_l(r["speech_answer"], r["text_answer"]) for r in rows),
-        "exact_match_vs_reference": statistics.fmean(exact(r["speech_answer"], r["reference"]) for r in rows),
-        "rouge_l_vs_reference": statistics.fmean(rouge_l(r["speech_answer"], r["reference"]) for r in rows),
-        "heldout_loss": heldout_loss(model, examples, batch_size),
-    }
+    metrics: dict = {"items": len(rows)}
+    for target in ("text", "base_text", "reference"):
+        key = "reference" if target == "reference" else f"{target}_answer"
+        metrics[f"exact_match_vs_{target}"] = statistics.fmean(exact(r["speech_answer"], r[key]) for r in rows)
+        metrics[f"rouge_l_vs_{target}"] = statistics.fmean(rouge_l(r["speech_answer"], r[key]) for r in rows)
+    metrics["heldout_loss"] = heldout_loss(model, examples, batch_size)
     return metrics, rows
 
 
@@ -111,19 +118,14 @@ def untrained_like(model_dir: Path, seed: int = 0) -> OmniModel:
 
 
 def markdown(results: dict[str, dict]) -> str:
-    keys = [
-        "items",
-        "exact_match_vs_text",
-        "rouge_l_vs_text",
-        "exact_match_vs_reference",
-        "rouge_l_vs_reference",
-        "heldout_loss",
-    ]
-    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for name, m in results.items():
-        lines.append(
-            f"| {name} | " + " | ".join(f"{m[k]:.3f}" if isinstance(m[k], float) else str(m[k]) for k in keys) + " |"
-        )
+    """One row per metric, one column per model."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in results[names[0]]:
+        cells = [
+            f"{results[n][key]:.3f}" if isinstance(results[n][key], float) else str(results[n][key]) for n in names
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,11 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
     examples = [dataset[i] for i in range(min(args.limit, len(dataset)))]  # audio read once for both models
     system = text_system_prompt(args.data, args.text_system_prompt)
     results, rows = {}, {}
-    for name, load in (
-        ("untrained", lambda: untrained_like(args.model)),
-        ("trained", lambda: OmniModel.from_pretrained(args.model)),
-    ):
-        results[name], rows[name] = evaluate(load(), examples, system, args.batch_size, args.max_new_tokens)
+    results["untrained"], rows["untrained"] = evaluate(
+        untrained_like(args.model), examples, system, args.batch_size, args.max_new_tokens
+    )
+    base_text = [r["text_answer"] for r in rows["untrained"]]  # its LLM is the one before stage 1
+    results["trained"], rows["trained"] = evaluate(
+        OmniModel.from_pretrained(args.model), examples, system, args.batch_size, args.max_new_tokens, base_text
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "parity.json").write_text(json.dumps(results, indent=2))
     (args.out / "parity.md").write_text(markdown(results))
@@ -163,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown(results))
     for row in rows["trained"][:5]:
         print(f"- {row['instruction']}\n  speech: {row['speech_answer']}\n  text:   {row['text_answer']}")
+        if row["base_text_answer"] != row["text_answer"]:
+            print(f"  text before stage 1: {row['base_text_answer']}")
     print(f"wrote {args.out}/parity.json, parity.md, examples.jsonl")
     return results
 

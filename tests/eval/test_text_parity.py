@@ -47,6 +47,14 @@ def test_parity_run_on_a_trained_tiny_model(tiny_dir, toy_dir, tmp_path):
     assert results["trained"]["rouge_l_vs_reference"] > results["untrained"]["rouge_l_vs_reference"]
     saved = json.loads((tmp_path / "ev" / "parity.json").read_text())
     assert saved["trained"]["items"] == 4
-    assert "| trained |" in (tmp_path / "ev" / "parity.md").read_text()
+    table = (tmp_path / "ev" / "parity.md").read_text().splitlines()
+    assert table[0] == "| metric | untrained | trained |" and table[2] == "| items | 4 | 4 |"
+    assert len(table) == 2 + len(saved["trained"])
+    # the untrained model's LLM is the one before stage 1: its text answers are the base ones
+    untrained = saved["untrained"]
+    assert untrained["exact_match_vs_base_text"] == untrained["exact_match_vs_text"]
+    assert untrained["rouge_l_vs_base_text"] == untrained["rouge_l_vs_text"]
     rows = [json.loads(line) for line in (tmp_path / "ev" / "examples.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {"speech_answer", "text_answer", "untrained_speech_answer"} <= rows[0].keys()
+    # the trained LLM (fully tuned here) answers text otherwise than before; base_text keeps the old answers
+    assert any(r["base_text_answer"] != r["text_answer"] for r in rows)
