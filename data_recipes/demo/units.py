@@ -20,6 +20,8 @@ mean mel alone, Whisper base mishears 84% / 68% / 52% of the words at K = 100 / 
 trained vocoder's WER falls from 0.318 to 0.266 at K=500 (ceiling 0.163). The stage-2 decoder needs its
 full 1,000 steps for them: at equal steps the end-to-end answer is as intelligible as at K=100 and its
 first chunk comes sooner (535 against 626 ms at Omega 10).
+K=1000 (the reference's) says more still (lookup 31%), but the same vocoder recipe speaks it worse
+(0.292), so K=500 stays.
 
 Writes `codebook.safetensors`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units` and
 `unit_durations`) and `report.json` (frames and units per second, codebook use, quantisation error,
