@@ -97,13 +97,18 @@ def evaluate(
     speech = speech_answers(model, examples, batch_size, max_new_tokens)
     text = text_answers(model, [e.instruction for e in examples], system, batch_size, max_new_tokens)
     rows = [
-        {"id": e.id, "instruction": e.instruction, "reference": e.response, "speech_answer": s, "text_answer": t}
-        | {"base_text_answer": b}
+        {
+            "id": e.id,
+            "instruction": e.instruction,
+            "reference": e.response,
+            "speech_answer": s,
+            "text_answer": t,
+            "base_text_answer": b,
+        }
         for e, s, t, b in zip(examples, speech, text, base_text or text, strict=True)
     ]
     metrics: dict = {"items": len(rows)}
-    for target in ("text", "base_text", "reference"):
-        key = "reference" if target == "reference" else f"{target}_answer"
+    for target, key in (("text", "text_answer"), ("base_text", "base_text_answer"), ("reference", "reference")):
         metrics[f"exact_match_vs_{target}"] = statistics.fmean(exact(r["speech_answer"], r[key]) for r in rows)
         metrics[f"rouge_l_vs_{target}"] = statistics.fmean(rouge_l(r["speech_answer"], r[key]) for r in rows)
     metrics["heldout_loss"] = heldout_loss(model, examples, batch_size)
