@@ -3,8 +3,8 @@
     python -m train.vocoder --config train/configs/vocoder_demo.yaml
     python -m train.vocoder --config train/configs/vocoder_demo.yaml train.max_steps=100
 
-setup (answers with units and speech -> log-mel targets) -> train (shared loop) -> save (the unit-to-mel
-model and which HiFi-GAN it feeds). Only the unit-to-mel model trains; HiFi-GAN is used as released.
+setup (answers with units and speech -> log-mel targets and their mean) -> train (shared loop) -> save (the
+unit-to-mel model and which HiFi-GAN it feeds). Only the unit-to-mel model trains; HiFi-GAN is used as released.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
     hifigan = str(Path(config.hifigan or hifigan_asset_dir() / "generator_universal.pth.tar").resolve())
     set_seed(config.train.seed)
     model = UnitToMel(config.model)
+    model.mel_mean.copy_(train_data.mean_mel())  # what `contrast` scales around when generating
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         predicted, log_durations = model(batch["units"], batch["lengths"], batch["durations"], batch["frames"])

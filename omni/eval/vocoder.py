@@ -5,10 +5,12 @@
 
 Held-out answers are spoken again from their reference units and transcribed by a real Whisper model;
 the WER against the answer text is set beside the WER of the original TTS audio (the ceiling), all in
-one run. Streaming is measured too: the same units vocoded in chunks of `--chunks` units, joined bare
-(the reference's way) and with the crossfade, with each one's log-mel distance to the whole-answer
-synthesis (0 = no seams). Writes `vocoder.json`, `vocoder.md`, `examples.jsonl`, a few wavs and a
-spectrogram PNG of one original against its resynthesis.
+one run. For a mel vocoder, the original's own mel spoken by it (`mel_copy`) tells what the mel vocoder
+alone costs; the rest of the gap is the unit-to-mel model's. Streaming is measured too: the same units
+vocoded in chunks of `--chunks` units, joined bare (the reference's way) and with the crossfade, with
+each one's log-mel distance to the whole-answer synthesis (0 = no seams). `--contrast 1` measures the
+model as trained (see `omni.vocoder.unit_to_mel`). Writes `vocoder.json`, `vocoder.md`, `examples.jsonl`,
+a few wavs and a spectrogram PNG of one original against its resynthesis.
 """
 
 from __future__ import annotations
@@ -78,15 +80,18 @@ def evaluate(
     wavs: int = 3,
 ) -> dict:
     normalise = EnglishTextNormalizer()
-    names = ["original", *(name for name, _, _ in conditions(chunks))]
+    copy = ["mel_copy"] if isinstance(vocoder, MelUnitVocoder) else []
+    names = ["original", *copy, *(name for name, _, _ in conditions(chunks))]
     hypotheses: dict[str, list[str]] = {name: [] for name in names}
     distances: dict[str, list[float]] = {name: [] for name, chunk, _ in conditions(chunks) if chunk}
-    references, rows, seconds, total_audio = [], [], {name: 0.0 for name in names}, 0.0
+    references, rows, seconds, total_audio = [], [], {name: 0.0 for name, _, _ in conditions(chunks)}, 0.0
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(min(items, len(data))), desc="vocoder eval"):
         row = data.rows[index]
         audio = {"original": load_audio(row["response_audio"])}
         total_audio += len(audio["original"]) / SAMPLE_RATE
+        if isinstance(vocoder, MelUnitVocoder):
+            audio["mel_copy"] = resample(vocoder.speak_mel(data.target(index)), vocoder.sample_rate, SAMPLE_RATE)
         for name, chunk, join in conditions(chunks):
             start = time.perf_counter()
             rendered = vocode_in_chunks(vocoder, row["units"], chunk, join)
@@ -110,7 +115,7 @@ def evaluate(
         name: {
             "wer": jiwer.wer(references, hypotheses[name]),
             **({"mel_distance_to_whole": float(np.mean(distances[name]))} if name in distances else {}),
-            **({"real_time_factor": seconds[name] / total_audio} if name != "original" else {}),
+            **({"real_time_factor": seconds[name] / total_audio} if name in seconds else {}),
         }
         for name in names
     }
@@ -122,7 +127,8 @@ def evaluate(
 def markdown(report: dict) -> str:
     r = report["results"]
     lines = [
-        f"Vocoder on {report['items']} held-out answers ({report['audio_seconds']} s), ASR {report['asr']}",
+        f"Vocoder on {report['items']} held-out answers ({report['audio_seconds']} s), contrast {report['contrast']}, "
+        f"ASR {report['asr']}",
         "",
         "| audio | WER | points above the TTS ceiling | log-mel distance to whole synthesis | real-time factor |",
         "|---|---|---|---|---|",
@@ -144,15 +150,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--chunks", type=int, nargs="*", default=[10], help="streaming chunk sizes in units")
+    parser.add_argument("--contrast", type=float, default=None, help="override the model's contrast (1 = as trained)")
     args = parser.parse_args(argv)
-    vocoder = MelUnitVocoder.from_pretrained(args.vocoder, args.hifigan)
+    vocoder = MelUnitVocoder.from_pretrained(args.vocoder, args.hifigan, contrast=args.contrast)
     data = UnitSpeechDataset(args.data, vocoder.unit_to_mel.config.num_units, MEL_CONFIG)
     unanswered = [i + 1 for i, row in enumerate(data.rows) if not row.get("response")]
     if unanswered:
         raise ValueError(f"{args.data}, lines {unanswered[:5]}: field 'response' missing (the text the WER is against)")
     asr = whisper.load_model(args.whisper, device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"vocoder": str(args.vocoder), "asr": Path(args.whisper).name, "data": str(args.data)}
+    contrast = vocoder.unit_to_mel.config.contrast
+    report = {
+        "vocoder": str(args.vocoder),
+        "contrast": contrast,
+        "asr": Path(args.whisper).name,
+        "data": str(args.data),
+    }
     report |= evaluate(vocoder, data, asr, args.out, args.items, args.chunks)
     (args.out / "vocoder.json").write_text(json.dumps(report, indent=2))
     (args.out / "vocoder.md").write_text(markdown(report))

@@ -13,6 +13,7 @@ from typing import Any
 import soxr
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.units import UnitError, check_units
@@ -53,6 +54,11 @@ class UnitSpeechDataset(Dataset):
             audio = soxr.resample(load_audio(self.rows[index]["response_audio"]), SAMPLE_RATE, self.mel.sample_rate)
             self._mels[index] = log_mel(torch.from_numpy(audio), self.mel).T.contiguous()
         return self._mels[index]
+
+    def mean_mel(self) -> torch.Tensor:
+        """Mean log-mel per bin over every frame of every answer (n_mels,)."""
+        total = sum(self.target(i).sum(0) for i in tqdm(range(len(self)), desc="mean log-mel", leave=False))
+        return total / sum(len(self.target(i)) for i in range(len(self)))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]

@@ -46,18 +46,30 @@ class MelUnitVocoder:
         self.num_units = unit_to_mel.config.num_units
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, hifigan: str | Path | None = None) -> MelUnitVocoder:
+    def from_pretrained(
+        cls, directory: str | Path, hifigan: str | Path | None = None, contrast: float | None = None
+    ) -> MelUnitVocoder:
+        """`contrast` overrides the one the model was saved with (see `UnitToMel`)."""
         directory = Path(directory)
         if hifigan is None and (directory / HIFIGAN_FILE).is_file():
             hifigan = (directory / HIFIGAN_FILE).read_text().strip()
         hifigan = hifigan or hifigan_asset_dir() / "generator_universal.pth.tar"
-        return cls(UnitToMel.from_pretrained(directory), load_hifigan(hifigan))
+        unit_to_mel = UnitToMel.from_pretrained(directory)
+        if contrast is not None:
+            unit_to_mel.config.contrast = contrast
+        return cls(unit_to_mel, load_hifigan(hifigan))
+
+    @torch.no_grad()
+    def speak_mel(self, mel: torch.Tensor) -> np.ndarray:
+        """Log-mel (frames, n_mels) -> float32 audio at `sample_rate`."""
+        weight = next(self.hifigan.parameters())
+        return self.hifigan(mel.T[None].to(weight))[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
     def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         device = next(self.hifigan.parameters()).device
         mel, durations = self.unit_to_mel.generate(torch.as_tensor(list(units), device=device))
-        audio = self.hifigan(mel.T[None])[0, 0].float().cpu().numpy()
+        audio = self.speak_mel(mel)
         c = self.unit_to_mel.config
         ends = torch.round(durations.cumsum(0).float() * c.mel_rate / c.unit_rate).long() * self.mel.hop
         return audio, np.minimum(ends.cpu().numpy(), len(audio))

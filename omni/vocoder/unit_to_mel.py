@@ -2,10 +2,16 @@
 
     units (T,) -> embeddings -> conv encoder -> durations (in unit frames, predicted at inference)
     -> each unit spread over its frames, resampled to the mel frame rate -> conv decoder -> log-mel (F, 80)
+    -> (generating only) deviations from the training speech's mean log-mel scaled by `contrast`
 
 No pretrained unit vocoder ships offline, so the demo learns this small model on its own answers and
 borrows a pretrained HiFi-GAN for the waveform. Durations are what deduplication threw away: the
 model learns them from the runs the unit extractor recorded (`unit_durations`).
+
+Trained with L1, the model settles on a central value where the units leave the sound uncertain: its
+mel is over-smoothed, and the phones blur. `contrast` > 1 undoes some of that when generating, as
+"global variance" compensation does in statistical speech synthesis. It scales around a fixed mean, not
+the utterance's, so a chunk vocoded alone is scaled the same as the whole answer.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class UnitToMelConfig:
     unit_rate: float = 50.0  # unit frames per second (Whisper encoder frames)
     mel_rate: float = 22050 / 256  # mel frames per second of the HiFi-GAN it feeds
     dropout: float = 0.1
+    contrast: float = 1.0  # generated log-mel deviations from `mel_mean` are scaled by this; 1 = as trained
 
 
 class ConvBlock(nn.Module):
@@ -63,6 +70,8 @@ class UnitToMel(nn.Module):
         self.duration = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
         self.decoder = nn.ModuleList(ConvBlock(width, k, p) for _ in range(config.decoder_layers))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.n_mels))
+        # the training speech's mean log-mel per bin, which `contrast` scales around (set by the recipe)
+        self.register_buffer("mel_mean", torch.full((config.n_mels,), LOG_MEL_FLOOR))
 
     def check(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
         if int(lengths.min()) < 1:
@@ -112,16 +121,16 @@ class UnitToMel(nn.Module):
 
     @torch.no_grad()
     def generate(self, units: torch.Tensor, durations: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One unit sequence (T,) -> log-mel (F, n_mels) and the durations used (predicted unless given)."""
+        """One unit sequence (T,) -> log-mel (F, n_mels) and the durations used (predicted unless given, float)."""
         units = units[None]
         lengths = torch.tensor([units.shape[1]], device=units.device)
         x, _, log_durations = self.encode(units, lengths)
-        if durations is None:
-            durations = torch.round(torch.expm1(log_durations)).clamp(min=1)
-        else:
-            durations = durations[None].to(x.device)
+        # predicted durations stay fractional: rounding each unit to whole frames made answers 5% too fast
+        predicted = torch.expm1(log_durations.float()).clamp(min=1)
+        durations = predicted if durations is None else durations[None].to(x.device, torch.float)
         frames = self.mel_frames(durations)
-        return self.decode(self.expand(x, durations, frames, lengths), frames)[0], durations[0]
+        mel = self.decode(self.expand(x, durations, frames, lengths), frames)[0]
+        return self.mel_mean + (mel - self.mel_mean) * self.config.contrast, durations[0]
 
     def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         directory = Path(directory)
@@ -137,7 +146,15 @@ class UnitToMel(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: not a unit-to-mel directory (no {CONFIG_FILE})")
         model = cls(from_dict(UnitToMelConfig, yaml.safe_load(path.read_text()), str(path)))
-        model.load_state_dict(load_weights(directory / WEIGHTS_FILE))
+        state = load_weights(directory / WEIGHTS_FILE)
+        if "mel_mean" not in state:  # saved before `contrast` existed: it can only generate as trained
+            if model.config.contrast != 1:
+                raise ValueError(
+                    f"{path}: contrast {model.config.contrast} needs the model's mel_mean, which "
+                    f"{WEIGHTS_FILE} (saved before it existed) lacks; set contrast: 1 or retrain"
+                )
+            state["mel_mean"] = model.mel_mean
+        model.load_state_dict(state)
         return model.eval()
 
 

@@ -9,7 +9,8 @@ from accelerate.state import AcceleratorState
 
 from omni import assets
 from omni.eval import vocoder as vocoder_eval
-from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
+from omni.vocoder.data import UnitSpeechDataset
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator
 from omni.vocoder.streaming import HIFIGAN_FILE, MelUnitVocoder
 from omni.vocoder.unit_to_mel import UnitToMel
 from tests.conftest import noise
@@ -73,7 +74,9 @@ def test_vocoder_recipe_trains_saves_and_resumes(answers, tiny_hifigan, tmp_path
     assert summary["final_train_loss"] < summary["first_train_loss"]
     model_dir = tmp_path / "run" / "model"
     assert (model_dir / HIFIGAN_FILE).read_text().strip() == str(tiny_hifigan.resolve())
-    assert UnitToMel.from_pretrained(model_dir).config.num_units == 12
+    trained = UnitToMel.from_pretrained(model_dir)
+    assert trained.config.num_units == 12
+    torch.testing.assert_close(trained.mel_mean, UnitSpeechDataset(answers, 12, MEL_CONFIG).mean_mel())
     resumed = train(
         answers,
         tiny_hifigan,
@@ -89,13 +92,15 @@ def test_vocoder_evaluation_writes_its_report(answers, tiny_hifigan, tmp_path):
     out = tmp_path / "eval"
     args = ["--vocoder", str(tmp_path / "run" / "model"), "--data", str(answers), "--out", str(out)]
     asr = str(assets.ensure("whisper_tiny_en"))
-    report = vocoder_eval.main([*args, "--items", "2", "--whisper", asr, "--chunks", "4"])
+    report = vocoder_eval.main([*args, "--items", "2", "--whisper", asr, "--chunks", "4", "--contrast", "1.2"])
     results = report["results"]
-    assert set(results) == {"original", "resynthesis", "chunk4_bare", "chunk4_crossfade"}
+    assert set(results) == {"original", "mel_copy", "resynthesis", "chunk4_bare", "chunk4_crossfade"}
+    assert report["contrast"] == 1.2 and "contrast 1.2" in (out / "vocoder.md").read_text()
+    assert "real_time_factor" in results["resynthesis"] and "real_time_factor" not in results["mel_copy"]
     assert all(r["wer"] >= 0.0 for r in results.values())
     assert results["chunk4_bare"]["mel_distance_to_whole"] >= 0.0
     assert report["items"] == 2 and (out / "spectrogram.png").stat().st_size > 1000
-    assert len(list((out / "wavs").glob("*.wav"))) == 8
+    assert len(list((out / "wavs").glob("*.wav"))) == 10
     assert "| resynthesis |" in (out / "vocoder.md").read_text()
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1"] and "resynthesis" in rows[0]

@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -63,14 +64,49 @@ def test_generate_uses_given_or_predicted_durations(tmp_path):
     assert used.tolist() == [5, 5, 5] and mel.shape == (26, 80)  # 15 frames of 20 ms = 300 ms
     mel, used = m.generate(torch.tensor([1, 2, 3]))
     assert (used >= 1).all() and mel.shape[0] == int(m.mel_frames(used[None]))
+    with torch.no_grad():  # a predicted 1.4 frames stays 1.4 (rounding each unit made speech 5% too fast)
+        m.duration[-1].weight.zero_()
+        m.duration[-1].bias.fill_(math.log(2.4))
+    mel_short, used_short = m.generate(torch.tensor([1, 2, 3]))
+    torch.testing.assert_close(used_short, torch.full((3,), 1.4))
+    assert mel_short.shape[0] == 7  # 4.2 unit frames = 84 ms at 86.13 frames/s
     m.save_pretrained(tmp_path / "u2m")
     loaded = UnitToMel.from_pretrained(tmp_path / "u2m")
-    torch.testing.assert_close(loaded.generate(torch.tensor([1, 2, 3]))[0], mel)
+    torch.testing.assert_close(loaded.generate(torch.tensor([1, 2, 3]))[0], mel_short)
     state = m.state_dict()
     state["out.1.bias"][0] = float("inf")
     m.save_pretrained(tmp_path / "bad", state_dict=state)
     with pytest.raises(ValueError, match="NaN or infinite values in \\['out.1.bias'\\]"):
         UnitToMel.from_pretrained(tmp_path / "bad")
+
+
+def test_contrast_scales_generated_deviations_from_the_training_mean(tmp_path):
+    m = model()
+    m.mel_mean.copy_(torch.linspace(-8.0, -4.0, 80))
+    durations = torch.tensor([3, 2, 4])
+    plain, _ = m.generate(torch.tensor([1, 2, 3]), durations)
+    m.config.contrast = 1.5
+    sharp, _ = m.generate(torch.tensor([1, 2, 3]), durations)
+    torch.testing.assert_close(sharp, m.mel_mean + 1.5 * (plain - m.mel_mean))
+    # the mean is part of the saved model, and teacher-forced training output is left alone
+    m.save_pretrained(tmp_path / "u2m")
+    torch.testing.assert_close(
+        UnitToMel.from_pretrained(tmp_path / "u2m").generate(torch.tensor([1, 2, 3]), durations)[0], sharp
+    )
+    lengths, frames = torch.tensor([3]), m.mel_frames(durations[None])
+    teacher_forced, _ = m(torch.tensor([[1, 2, 3]]), lengths, durations[None], frames)
+    torch.testing.assert_close(teacher_forced[0], plain)
+    # a model saved before mel_mean existed loads to generate as trained, and refuses a contrast
+    state = {k: v for k, v in m.state_dict().items() if k != "mel_mean"}
+    m.config.contrast = 1.0
+    m.save_pretrained(tmp_path / "old", state_dict=state)
+    torch.testing.assert_close(
+        UnitToMel.from_pretrained(tmp_path / "old").generate(torch.tensor([1, 2, 3]), durations)[0], plain
+    )
+    m.config.contrast = 1.3
+    m.save_pretrained(tmp_path / "old", state_dict=state)
+    with pytest.raises(ValueError, match="unit_to_mel.yaml: contrast 1.3 needs the model's mel_mean"):
+        UnitToMel.from_pretrained(tmp_path / "old")
 
 
 def manifest(tmp_path, rows):
@@ -92,6 +128,8 @@ def test_dataset_targets_and_errors(tmp_path):
     assert batch["units"].tolist() == [[1, 2], [3, 0]] and batch["lengths"].tolist() == [2, 1]
     assert batch["mels"].shape == (2, item["mel"].shape[0], 80)
     assert np.isclose(float(batch["mels"][0, -1, 0]), -11.5129, atol=1e-3)  # padding is silence
+    every_frame = torch.cat([data.target(0), data.target(1)])
+    torch.testing.assert_close(data.mean_mel(), every_frame.mean(0))
     bad = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [3]}])
     with pytest.raises(UnitError, match=r"m.jsonl, line 1, field 'unit_durations'"):
         UnitSpeechDataset(bad, 12, MEL_CONFIG)
