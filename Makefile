@@ -106,7 +106,7 @@ train-vocoder: setup units
 
 eval-vocoder: setup
 	@$(call timed,eval-vocoder,$(PY) -m omni.eval.vocoder --vocoder $(DEMO_VOCODER)/model \
-		--data $(DEMO_DATA)/units/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt --out $(DEMO_VOCODER)/eval)
+		--data $(DEMO_DATA)/units/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt --out $(DEMO_VOCODER)/eval $(ARGS))
 
 # First-packet latency, RTF and ASR-WER against Omega, ours and the reference's way side by side.
 eval-latency: setup
