@@ -90,7 +90,7 @@ def evaluate(
         row = data.rows[index]
         audio = {"original": load_audio(row["response_audio"])}
         total_audio += len(audio["original"]) / SAMPLE_RATE
-        if isinstance(vocoder, MelUnitVocoder):
+        if copy:
             audio["mel_copy"] = resample(vocoder.speak_mel(data.target(index)), vocoder.sample_rate, SAMPLE_RATE)
         for name, chunk, join in conditions(chunks):
             start = time.perf_counter()

@@ -54,10 +54,7 @@ class MelUnitVocoder:
         if hifigan is None and (directory / HIFIGAN_FILE).is_file():
             hifigan = (directory / HIFIGAN_FILE).read_text().strip()
         hifigan = hifigan or hifigan_asset_dir() / "generator_universal.pth.tar"
-        unit_to_mel = UnitToMel.from_pretrained(directory)
-        if contrast is not None:
-            unit_to_mel.config.contrast = contrast
-        return cls(unit_to_mel, load_hifigan(hifigan))
+        return cls(UnitToMel.from_pretrained(directory, contrast), load_hifigan(hifigan))
 
     @torch.no_grad()
     def speak_mel(self, mel: torch.Tensor) -> np.ndarray:

@@ -125,9 +125,10 @@ class UnitToMel(nn.Module):
         units = units[None]
         lengths = torch.tensor([units.shape[1]], device=units.device)
         x, _, log_durations = self.encode(units, lengths)
-        # predicted durations stay fractional: rounding each unit to whole frames made answers 5% too fast
-        predicted = torch.expm1(log_durations.float()).clamp(min=1)
-        durations = predicted if durations is None else durations[None].to(x.device, torch.float)
+        if durations is None:  # kept fractional: rounding each unit to whole frames made answers 5% too fast
+            durations = torch.expm1(log_durations.float()).clamp(min=1)
+        else:
+            durations = durations[None].to(x.device, torch.float)
         frames = self.mel_frames(durations)
         mel = self.decode(self.expand(x, durations, frames, lengths), frames)[0]
         return self.mel_mean + (mel - self.mel_mean) * self.config.contrast, durations[0]
@@ -140,12 +141,15 @@ class UnitToMel(nn.Module):
         save_weights(state, directory / WEIGHTS_FILE)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> UnitToMel:
+    def from_pretrained(cls, directory: str | Path, contrast: float | None = None) -> UnitToMel:
+        """`contrast` overrides the one the model was saved with."""
         directory = Path(directory)
         path = directory / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: not a unit-to-mel directory (no {CONFIG_FILE})")
         model = cls(from_dict(UnitToMelConfig, yaml.safe_load(path.read_text()), str(path)))
+        if contrast is not None:
+            model.config.contrast = contrast
         state = load_weights(directory / WEIGHTS_FILE)
         if "mel_mean" not in state:  # saved before `contrast` existed: it can only generate as trained
             if model.config.contrast != 1:

@@ -107,6 +107,10 @@ def test_contrast_scales_generated_deviations_from_the_training_mean(tmp_path):
     m.save_pretrained(tmp_path / "old", state_dict=state)
     with pytest.raises(ValueError, match="unit_to_mel.yaml: contrast 1.3 needs the model's mel_mean"):
         UnitToMel.from_pretrained(tmp_path / "old")
+    m.config.contrast = 1.0
+    m.save_pretrained(tmp_path / "old", state_dict=state)
+    with pytest.raises(ValueError, match="unit_to_mel.yaml: contrast 1.2 needs the model's mel_mean"):
+        UnitToMel.from_pretrained(tmp_path / "old", contrast=1.2)  # an override is checked the same way
 
 
 def manifest(tmp_path, rows):
