@@ -98,7 +98,7 @@ train-stage2: setup $(if $(findstring tiny,$(STAGE2_CONFIG)),tiny-assets toy-dat
 
 eval-stage1: setup
 	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(DEMO_RUN)/model \
-		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval)
+		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval --cascade)
 
 # The demo's unit vocoder: units -> mel (trained here) -> the real HiFi-GAN universal from make assets.
 train-vocoder: setup units
