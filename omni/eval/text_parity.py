@@ -241,10 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.cascade:
         encoder = untrained.config.encoder
-        checkpoint = whisper_checkpoint(encoder.name_or_path, encoder.download_root)
-        transcribe = whisper_transcriber(
-            checkpoint if args.cascade == "encoder" else args.cascade, next(untrained.llm.parameters()).device
+        checkpoint = (
+            whisper_checkpoint(encoder.name_or_path, encoder.download_root)
+            if args.cascade == "encoder"
+            else args.cascade
         )
+        transcribe = whisper_transcriber(checkpoint, next(untrained.llm.parameters()).device)
         results["whisper_cascade"], rows["whisper_cascade"] = cascade(
             untrained, examples, transcribe, system, args.batch_size, args.max_new_tokens, base_text
         )
