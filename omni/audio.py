@@ -42,11 +42,18 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int, where: str = "audio") -> np
 
 
 def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
+    """float32 mono at 16 kHz from a file; AudioError names `where` (default: the path) and what is wrong."""
     where = where or str(path)
+    about = "" if where == str(path) else f" {path}"
+    if not Path(path).exists():
+        raise AudioError(f"{where}: audio file not found{about}")
+    if Path(path).is_dir():
+        raise AudioError(f"{where}: a directory, not an audio file{about}")
     try:
         audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=False)
     except Exception as err:  # soundfile raises several types for unreadable input
-        raise AudioError(f"{where}: cannot read audio file {path}: {err}") from err
+        reason = getattr(err, "error_string", None) or str(err)  # libsndfile's reason without the path again
+        raise AudioError(f"{where}: unreadable audio file{about} ({reason})") from err
     return to_mono_16k(audio, sample_rate, where)
 
 

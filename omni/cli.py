@@ -2,26 +2,65 @@
 
 omni generate question.wav --chunk-size 40 -o answer.wav
 omni units --data train.jsonl --out train_units.jsonl --whisper base --layer 2 --codebook km.npy
+
+Every entry point (these and each `python -m` recipe) answers a failure with one line on stderr,
+`error: <what is wrong>` (a list of bad records follows it, indented), and exit status 1; `--debug` (or
+OMNI_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Callable
 
 COMMANDS = {
     "generate": "omni.generate",  # spoken question -> streamed text and speech
     "units": "omni.units",  # answers' speech -> unit sequences
+    "serve": "omni.serve.app",  # a streaming voice server and its web page
 }
+DEBUG_FLAG = "--debug"
 
 
-def main(argv: list[str] | None = None) -> None:
+def error_message(err: BaseException) -> str:
+    """The exception's message (its class name when it has none); a message of several lines, such as a
+    dataset's list of bad records, keeps its first line as the summary and the rest indented under it."""
+    first, *rest = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return "\n".join([f"{first} ({DEBUG_FLAG} shows the traceback)", *(f"  {line}" for line in rest)])
+
+
+def run_command(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
+    """Run `main(argv)` as a command: an exception becomes one `error:` line on stderr and exit status 1,
+    unless `--debug` is in argv (it is removed) or OMNI_DEBUG=1, when it propagates with its traceback.
+    argparse's own usage errors (exit status 2) and Ctrl-C are left as they are."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("OMNI_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    if debug:
+        main(argv)
+        return
+    try:
+        main(argv)
+    except Exception as err:
+        sys.stdout.flush()
+        print(f"error: {error_message(err)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def dispatch(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         names = ", ".join(COMMANDS)
-        print(f"usage: omni <command> [options]; commands: {names}; omni <command> --help for its options")
-        sys.exit(2)
+        usage = f"usage: omni <command> [options]; commands: {names}; omni <command> --help for its options"
+        asked = argv[:1] in (["-h"], ["--help"])
+        print(usage, file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
     importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(dispatch, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ path on any error so that a typo never trains silently with a default.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
+from omni.vocoder.mel import MelConfig
 
 T = TypeVar("T")
 
@@ -25,14 +31,38 @@ REFERENCE_SYSTEM_PROMPT = (
 REFERENCE_USER_PROMPT = "<speech>\nPlease directly answer the questions in the user's speech."
 
 
+class ConfigError(ValueError):
+    pass
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """For `__post_init__`: a ConfigError naming the key; `load_config` adds the file and the key's path."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def check_positive(config: Any, *keys: str) -> None:
+    """Sizes and counts: each key is None or at least 1 (ints), above 0 (floats)."""
+    for key in keys:
+        value = getattr(config, key)
+        if isinstance(value, float):
+            check(value > 0, key, f"must be above 0, got {value}")
+        elif value is not None:
+            check(value >= 1, key, f"must be at least 1, got {value}")
+
+
 @dataclass
 class EncoderConfig:
     """The frozen Whisper encoder."""
 
     name_or_path: str = "large-v3"
+    """openai-whisper model name (large-v3, base, ...) or a local checkpoint file"""
     pad_to_30s: bool = False
+    """false: each clip's own frames, padded to the batch's longest; true: the reference's 30 s padding"""
     long_audio: Literal["window", "error"] = "window"
+    """clips over 30 s: window = encode 30 s windows and join them | error = reject them"""
     download_root: str | None = None
+    """where named Whisper models are downloaded; null = ~/.cache/whisper"""
 
 
 @dataclass
@@ -40,15 +70,30 @@ class AdaptorConfig:
     """Frame stacking plus a 2-layer MLP from encoder width to LLM width."""
 
     stride: int = 5
+    """k: encoder frames stacked into one LLM embedding (reference 5)"""
     hidden_size: int = 2048
+    """width of the adaptor's hidden layer (reference 2048)"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "stride", "hidden_size")
 
 
 @dataclass
 class LoraConfig:
+    """peft LoRA adapters on the LLM (used when llm.train is lora)."""
+
     r: int = 16
+    """LoRA rank"""
     alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)"""
     dropout: float = 0.05
+    """dropout on the LoRA path"""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """linear layers that get adapters"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "r", "alpha")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -56,46 +101,118 @@ class LLMConfig:
     """Any Hugging Face causal LM, by hub name or local directory."""
 
     name_or_path: str = "meta-llama/Llama-3.1-8B-Instruct"
+    """hub name or local directory"""
     train: Literal["full", "lora", "frozen"] = "full"
+    """full | lora | frozen (reference: full); the adaptor always trains"""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """adapter settings, used when train is lora"""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """weights dtype at load (bfloat16 for 8B models under DeepSpeed, which keeps fp32 master weights)"""
     attn_implementation: str = "sdpa"
+    """eager | sdpa | flash_attention_2 (if installed)"""
 
 
 @dataclass
 class PromptConfig:
+    """The chat turns around the speech, rendered by the LLM's own chat template."""
+
     system: str | None = REFERENCE_SYSTEM_PROMPT
+    """system prompt; null for none (default: the reference's)"""
     user: str = REFERENCE_USER_PROMPT
+    """user turn; the placeholder marks where the speech goes (default: the reference's)"""
     placeholder: str = "<speech>"
+    """text in the user turn replaced by the speech embeddings"""
     end_of_turn: str | None = None
+    """token that ends the answer; null = the model's EOS tokens (<|eot_id|> for Llama-3.1-Instruct)"""
 
 
 @dataclass
 class SpeechDecoderConfig:
     """The non-autoregressive CTC speech decoder (reference: 2 Llama layers of 4096, 425M parameters)."""
 
-    num_units: int = 1000  # K; class K is the CTC blank
-    upsample: int = 25  # lambda: decoder frames per response hidden state
+    num_units: int = 1000
+    """K, the codebook size; class K is the CTC blank"""
+    upsample: int = 25
+    """lambda: decoder frames per answer token (reference 25)"""
     hidden_size: int = 4096
+    """width of the decoder layers"""
     num_layers: int = 2
+    """causal Llama decoder layers"""
     num_heads: int = 32
+    """attention heads (full multi-head attention)"""
     intermediate_size: int = 11008
+    """feed-forward width"""
     rope_theta: float = 10000.0
+    """rotary position base"""
     attention_dropout: float = 0.0
+    """dropout on attention weights"""
     attn_implementation: str = "sdpa"
-    too_short: Literal["extend", "skip"] = "extend"  # lambda*M < units: stretch the frames (reference) or drop
+    """eager | sdpa | flash_attention_2 (if installed)"""
+    too_short: Literal["extend", "skip"] = "extend"
+    """answers with more units than lambda x tokens: extend = stretch the frames (reference) | skip = leave out"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_units", "upsample", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        check(self.hidden_size % self.num_heads == 0, "num_heads", f"must divide hidden_size {self.hidden_size}")
+
+
+@dataclass
+class UnitToMelConfig:
+    """The demo's unit-to-mel model (omni/vocoder/unit_to_mel.py), whose mel a pretrained HiFi-GAN speaks."""
+
+    num_units: int = 100
+    """K: must match the units' codebook"""
+    hidden_size: int = 256
+    """width of the convolution blocks"""
+    encoder_layers: int = 3
+    """convolution blocks over the units (context for durations and sound)"""
+    decoder_layers: int = 4
+    """convolution blocks over the mel frames"""
+    kernel_size: int = 5
+    """convolution width"""
+    n_mels: int = 80
+    """mel bins of the HiFi-GAN it feeds"""
+    unit_rate: float = 50.0
+    """unit frames per second (Whisper encoder frames)"""
+    mel_rate: float = MelConfig.sample_rate / MelConfig.hop
+    """mel frames per second of the HiFi-GAN it feeds"""
+    dropout: float = 0.1
+    """dropout in the convolution blocks"""
+    contrast: float = 1.0
+    """generated log-mel deviations from the training mean x this (1 = as trained; the L1 model over-smooths)"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_units", "hidden_size", "encoder_layers", "decoder_layers", "kernel_size", "n_mels")
+        check_positive(self, "unit_rate", "mel_rate", "contrast")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
 class ModelConfig:
+    """What stage 1 trains: encoder -> adaptor -> LLM, and the prompt."""
+
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """the speech encoder (always frozen)"""
     adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
+    """speech frames -> LLM embeddings (always trained)"""
     llm: LLMConfig = field(default_factory=LLMConfig)
+    """the chat LLM"""
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    """chat turns around the speech (rendered by the LLM's chat template)"""
 
 
-class ConfigError(ValueError):
-    pass
+def field_docs(schema: type) -> dict[str, str]:
+    """Each field's one-line doc: the string literal under it in the class body (litgpt's way)."""
+    docs: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        for node, following in zip(body, body[1:], strict=False):
+            documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+            if isinstance(node, ast.AnnAssign) and documented and isinstance(following.value.value, str):
+                docs[node.target.id] = following.value.value
+    return docs
 
 
 def from_dict(schema: type[T], data: Any, where: str = "config") -> T:
@@ -115,7 +232,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - names)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-        return tp(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+        fields = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**fields)
+        except ConfigError as err:  # a `__post_init__` check
+            raise ConfigError(f"{where}.{err}") from None
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -180,3 +301,53 @@ def load_config(path: str | Path, schema: type[T], overrides: list[str] | None =
 
 def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<rest>.*)$")
+COMMENT_COLUMN = 28
+
+
+def _split_comment(text: str) -> tuple[str, str | None]:
+    """`value  # comment` -> (value, comment), with '#' inside quotes left alone."""
+    quote = None
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or text[i - 1] in " \t"):
+            return text[:i].rstrip(), text[i + 1 :].strip()
+    return text.rstrip(), None
+
+
+def _field_schema(schema: type, name: str) -> type | None:
+    """The dataclass a field holds (through `X | None`), or None for a plain value."""
+    tp = typing.get_type_hints(schema).get(name)
+    for candidate in (tp, *typing.get_args(tp)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def annotate_yaml(text: str, schema: type) -> str:
+    """A YAML recipe with each known key's comment set to its field doc; full-line comments and unknown keys
+    (such as entries of a mapping value) are left as written."""
+    lines, stack = [], []  # stack: (indent, dataclass of that level)
+    for line in text.splitlines():
+        match = _KEY_LINE.match(line)
+        if not match:
+            lines.append(line)
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1] if stack else schema
+        key = match["key"]
+        docs = field_docs(parent) if parent is not None else {}
+        stack.append((indent, _field_schema(parent, key) if key in docs else None))
+        if key not in docs:
+            lines.append(line)
+            continue
+        code = f"{match['indent']}{key}:{_split_comment(match['rest'])[0]}"
+        lines.append(f"{code.ljust(max(COMMENT_COLUMN, len(code) + 2))}# {docs[key]}")
+    return "\n".join(lines) + "\n"

@@ -11,17 +11,22 @@ records hold:
     response_audio  the answer spoken (a path), from which units are extracted          optional
     id           a name for the record (default: its line/row number)                    optional
 
-Every record is checked when the dataset is opened, and a bad one fails with the file, the record
-and the field. Audio is read with soundfile, mixed to mono and resampled to 16 kHz on the fly.
+Every record is checked when the dataset is opened, and every bad one is reported at once with the
+file, the record and the field; a clip too short to give one speech embedding is bad too (given the
+adaptor stride). With `on_bad_record="skip"` bad records are dropped instead and listed in `skipped`.
+Audio is read with soundfile, mixed to mono and resampled to 16 kHz on the fly; audio found bad only
+then (NaN samples) fails the read, or in skip mode is logged and the next record stands in.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 import numpy as np
 import soundfile
@@ -29,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from omni.audio import AudioError, load_audio, mel_windows, to_mono_16k
+from omni.audio import SAMPLE_RATE, AudioError, load_audio, mel_windows, to_mono_16k, window_frames
 from omni.config import EncoderConfig
 from omni.prompt import IGNORE_INDEX, PromptBuilder
 from omni.units import UnitError, check_units
@@ -37,9 +42,28 @@ from omni.units import UnitError, check_units
 if TYPE_CHECKING:
     from omni.model import OmniModel
 
+OnBadRecord = Literal["error", "skip"]
+SHOWN_PROBLEMS = 20  # bad records a DataError lists in full; the rest are counted
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one record: where it is (file and line/row), which field, and why."""
+
+    where: str
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{_place(self.where, self.field)}: {self.reason}"
+
 
 class DataError(ValueError):
-    pass
+    """A dataset or record that cannot be used; `problem` is set when one record is at fault."""
+
+    def __init__(self, message: str, problem: Problem | None = None):
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass
@@ -49,10 +73,16 @@ class Example:
     response: str | None
     instruction: str | None
     units: list[int] | None
+    index: int | None = None  # its position in the dataset (a stand-in for a record that failed to load has its own)
 
 
 class SpeechInstructionDataset(Dataset):
-    """`num_units` (stage 2) requires every record to carry units and checks them against [0, K)."""
+    """`num_units` (stage 2) requires every record to carry units and checks them against [0, K).
+
+    `adaptor_stride` refuses clips too short to give one speech embedding when a clip is encoded at
+    its own length (leave it None when the encoder pads every clip to 30 s). `skip_log`, when set,
+    is the file that records skipped when loaded are appended to.
+    """
 
     def __init__(
         self,
@@ -60,72 +90,96 @@ class SpeechInstructionDataset(Dataset):
         require_response: bool = True,
         check_audio_files: bool = True,
         num_units: int | None = None,
+        on_bad_record: OnBadRecord = "error",
+        adaptor_stride: int | None = None,
     ):
+        if on_bad_record not in get_args(OnBadRecord):
+            raise DataError(f"on_bad_record must be one of {get_args(OnBadRecord)}, got {on_bad_record!r}")
         self.path = Path(path)
         self.require_response = require_response
         self.num_units = num_units
+        self.on_bad_record = on_bad_record
+        self.adaptor_stride = adaptor_stride
+        self.skip_log: Path | None = None
+        self.skipped_at_load: dict[int, dict] = {}
+        found = self._open()  # line/row number -> problem
+        total = len(self.rows) + len(found)
+        if total == 0:
+            raise DataError(f"{self.path}: dataset is empty")
+        good = []
+        for index in tqdm(range(len(self.rows)), desc=f"checking {self.path.name}", disable=len(self.rows) < 1000):
+            try:
+                self._check(index, self.rows[index], check_audio_files)
+                good.append(index)
+            except DataError as err:
+                found[self._numbers[index]] = err.problem
+        problems = [found[number] for number in sorted(found)]
+        self.skipped = [asdict(problem) for problem in problems]
+        if problems and (on_bad_record == "error" or not good):
+            raise DataError(bad_records_report(self.path, problems, total, skipping=on_bad_record == "skip"))
+        if problems:
+            self._keep(good)
+
+    def _open(self) -> dict[int, Problem]:
+        """Read the records into `rows` and their line/row numbers into `_numbers`; returns unparsable lines."""
         if self.path.is_dir():
             import datasets
 
             self.rows = datasets.load_from_disk(str(self.path))
-            self._row_name = "row"
-        elif self.path.is_file():
-            self.rows = self._read_jsonl(self.path)
-            self._row_name = "line"
-        else:
+            self._row_name, self._numbers = "row", list(range(len(self.rows)))
+            return {}
+        if not self.path.is_file():
             raise DataError(f"{self.path}: no such dataset (expected a .jsonl manifest or a datasets directory)")
-        if len(self.rows) == 0:
-            raise DataError(f"{self.path}: dataset is empty")
-        for index in tqdm(range(len(self.rows)), desc=f"checking {self.path.name}", disable=len(self.rows) < 1000):
-            self._check(index, self.rows[index], check_audio_files)
-
-    @staticmethod
-    def _read_jsonl(path: Path) -> list[dict]:
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        self.rows, self._numbers, problems = [], [], {}
+        self._row_name = "line"
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {number}: invalid JSON: {err}") from err
+                problems[number] = Problem(f"{self.path}, line {number}", None, f"invalid JSON: {err}")
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row | {"_number": number})
-        return rows
+                reason = f"expected a JSON object, got {type(row).__name__}"
+                problems[number] = Problem(f"{self.path}, line {number}", None, reason)
+                continue
+            self.rows.append(row)
+            self._numbers.append(number)
+        return problems
 
-    def _where(self, index: int, row: dict, field: str) -> str:
-        number = row.get("_number", index)
+    def _keep(self, indices: list[int]) -> None:
+        """Drop every record but these."""
+        self.rows = [self.rows[i] for i in indices] if isinstance(self.rows, list) else self.rows.select(indices)
+        self._numbers = [self._numbers[i] for i in indices]
+
+    def _record(self, index: int, row: dict) -> str:
         name = f" (id {row['id']!r})" if "id" in row else ""
-        return f"{self.path}, {self._row_name} {number}{name}, field {field!r}"
+        return f"{self.path}, {self._row_name} {self._numbers[index]}{name}"
 
     def _audio_path(self, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else self.path.parent / path
 
-    def _check(self, index: int, row: dict, check_audio_files: bool) -> None:
-        def fail(field: str, message: str) -> None:
-            raise DataError(f"{self._where(index, row, field)}: {message}")
-
-        audio = row.get("audio")
-        if audio is None:
-            fail("audio", "missing")
+    def _source(self, audio: str | dict) -> tuple[Any, int] | io.BytesIO | Path:
+        """Where a record's audio is: samples and their rate in the record, encoded bytes, or a file."""
         if isinstance(audio, str):
-            path = self._audio_path(audio)
-            if not path.is_file():
-                fail("audio", f"file not found: {path}")
-            if check_audio_files:
-                try:
-                    info = soundfile.info(str(path))
-                except Exception as err:
-                    fail("audio", f"unreadable audio file {path}: {err}")
-                if info.frames == 0:
-                    fail("audio", f"audio file is empty: {path}")
-        elif isinstance(audio, dict):
-            if not ({"array", "sampling_rate"} <= audio.keys() or audio.get("bytes") or audio.get("path")):
-                fail("audio", "expected a path, {'array', 'sampling_rate'} or {'bytes'|'path'}")
-        else:
-            fail("audio", f"expected a path or a mapping, got {type(audio).__name__}")
+            return self._audio_path(audio)
+        if audio.get("array") is not None:
+            return audio["array"], int(audio["sampling_rate"])
+        if audio.get("bytes"):
+            return io.BytesIO(audio["bytes"])
+        return self._audio_path(audio["path"])
+
+    def _check(self, index: int, row: dict, check_audio_files: bool) -> None:
+        """Raise a DataError carrying the record's first problem, if it has one."""
+
+        def fail(field: str, reason: str) -> NoReturn:
+            problem = Problem(self._record(index, row), field, reason)
+            raise DataError(str(problem), problem)
+
+        if reason := self._audio_problem(row.get("audio"), check_audio_files):
+            fail("audio", reason)
         response = row.get("response")
         if response is None and self.require_response:
             fail("response", "missing")
@@ -140,10 +194,38 @@ class SpeechInstructionDataset(Dataset):
         if self.num_units is not None:
             if not units:
                 fail("units", "missing or empty (stage 2 trains on the answer's speech units)")
+            place = _place(self._record(index, row), "units")
             try:
-                check_units(units, self.num_units, self._where(index, row, "units"))
+                check_units(units, self.num_units, place)
             except UnitError as err:
-                raise DataError(str(err)) from err
+                fail("units", str(err).removeprefix(f"{place}: "))
+
+    def _audio_problem(self, audio: Any, check_files: bool) -> str | None:
+        """What is wrong with a record's audio, if anything; with `check_files`, its file or bytes are
+        opened (not decoded) to check they are readable and long enough to give a speech embedding."""
+        if audio is None:
+            return "missing"
+        if isinstance(audio, str) and not self._audio_path(audio).is_file():
+            return f"file not found: {self._audio_path(audio)}"
+        if isinstance(audio, dict):
+            in_record = audio.get("array") is not None and audio.get("sampling_rate")
+            if not (in_record or audio.get("bytes") or audio.get("path")):
+                return "expected a path, {'array', 'sampling_rate'} or {'bytes'|'path'}"
+        elif not isinstance(audio, str):
+            return f"expected a path or a mapping, got {type(audio).__name__}"
+        if not check_files:
+            return None
+        source = self._source(audio)
+        what = f"audio file {source}" if isinstance(source, Path) else "audio"
+        try:
+            samples, rate = _length(source)
+        except Exception as err:  # soundfile raises several types for unreadable input
+            return f"unreadable {what}: {err}"
+        if samples == 0:
+            return f"{what} is empty"
+        if self.adaptor_stride and round(samples * SAMPLE_RATE / rate) < shortest_clip(self.adaptor_stride):
+            return _too_short(samples / rate, self.adaptor_stride)  # soxr resamples to round(samples * ratio)
+        return None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -156,9 +238,9 @@ class SpeechInstructionDataset(Dataset):
             return [None] * len(self.rows)
         return list(self.rows[field])
 
-    def signature(self) -> str:
-        """A hash of what the LLM sees of each record (id, audio reference, response), not of its units:
-        re-extracting units keeps cached hidden states valid."""
+    def signature(self, with_units: bool = True) -> str:
+        """A hash of each record: id, audio reference, response and, unless left out, units. The hidden-state
+        cache leaves them out (what the LLM sees): re-extracting units keeps cached states valid."""
         import hashlib
 
         if not isinstance(self.rows, list):
@@ -169,33 +251,101 @@ class SpeechInstructionDataset(Dataset):
             if isinstance(audio, str):
                 path = self._audio_path(audio)
                 audio = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
-            entries.append([row.get("id"), row.get("response"), audio])
+            entries.append([row.get("id"), row.get("response"), audio, row.get("units") if with_units else None])
         return hashlib.sha1(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
 
     def _load_audio(self, index: int, row: dict) -> np.ndarray:
-        where = self._where(index, row, "audio")
-        audio = row["audio"]
+        record = self._record(index, row)
+        where = _place(record, "audio")
+        source = self._source(row["audio"])
         try:
-            if isinstance(audio, str):
-                return load_audio(self._audio_path(audio), where)
-            if "array" in audio and audio["array"] is not None:
-                return to_mono_16k(np.asarray(audio["array"]), int(audio["sampling_rate"]), where)
-            if audio.get("bytes"):
-                data, rate = soundfile.read(io.BytesIO(audio["bytes"]), dtype="float32")
-                return to_mono_16k(data, rate, where)
-            return load_audio(self._audio_path(audio["path"]), where)
+            if isinstance(source, tuple):
+                return to_mono_16k(np.asarray(source[0]), source[1], where)
+            if isinstance(source, io.BytesIO):
+                return _read_bytes(source, where)
+            return load_audio(source, where)
         except AudioError as err:
-            raise DataError(str(err)) from err
+            raise DataError(str(err), Problem(record, "audio", str(err).removeprefix(f"{where}: "))) from err
 
-    def __getitem__(self, index: int) -> Example:
+    def _example(self, index: int) -> Example:
         row = self.rows[index]
         return Example(
-            id=str(row.get("id", row.get("_number", index))),
+            id=str(row.get("id", self._numbers[index])),
             audio=self._load_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
             units=row.get("units"),
+            index=index,
         )
+
+    def __getitem__(self, index: int) -> Example:
+        """In skip mode a record that fails to load is logged and the next loadable one stands in: every
+        process then still yields the same number of examples, as DDP and DeepSpeed need."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        for step in range(len(self)):
+            current = (index + step) % len(self)
+            if current in self.skipped_at_load:
+                continue
+            try:
+                return self._example(current)
+            except DataError as err:
+                if self.on_bad_record == "error" or err.problem is None:
+                    raise
+                self._skip_at_load(current, err.problem)
+        raise DataError(f"{self.path}: no record could be loaded ({len(self.skipped_at_load)} skipped when read)")
+
+    def _skip_at_load(self, index: int, problem: Problem) -> None:
+        """Remember a record that failed to load, once per process, and append it to `skip_log`."""
+        entry = asdict(problem) | {"at": "load"}
+        self.skipped_at_load[index] = entry
+        if self.skip_log is not None:
+            with Path(self.skip_log).open("a") as log:
+                log.write(json.dumps(entry) + "\n")
+
+
+def _place(where: str, field: str | None) -> str:
+    return f"{where}, field {field!r}" if field else where
+
+
+def bad_records_report(path: Path, problems: list[Problem], total: int, skipping: bool) -> str:
+    """One message for every bad record: the first ones in full, then how many more."""
+    if skipping:
+        head = f"{path}: all {total} records are bad, none left to train on"
+    else:
+        head = f"{path}: {len(problems)} of {total} records are bad (data.on_bad_record=skip trains on the rest)"
+    lines = [head, *map(str, problems[:SHOWN_PROBLEMS])]
+    if len(problems) > SHOWN_PROBLEMS:
+        lines.append(f"... and {len(problems) - SHOWN_PROBLEMS} more bad records")
+    return "\n".join(lines)
+
+
+def _length(source: tuple[Any, int] | io.BytesIO | Path) -> tuple[int, int]:
+    """Samples and sampling rate of a record's audio, without decoding it."""
+    if isinstance(source, tuple):
+        return len(source[0]), source[1]
+    info = soundfile.info(source if isinstance(source, io.BytesIO) else str(source))
+    return info.frames, info.samplerate
+
+
+def _read_bytes(source: io.BytesIO, where: str) -> np.ndarray:
+    try:
+        audio, rate = soundfile.read(source, dtype="float32")
+    except Exception as err:  # soundfile raises several types for unreadable input
+        raise AudioError(f"{where}: cannot read audio bytes: {err}") from err
+    return to_mono_16k(audio, rate, where)
+
+
+@functools.cache
+def shortest_clip(adaptor_stride: int) -> int:
+    """The fewest 16 kHz samples that give one speech embedding, found with the collator's own arithmetic
+    (mel frames per window, then encoder and adaptor strides) for a clip encoded at its own length."""
+    return next(n for n in itertools.count(1) if speech_embedding_count(window_frames(n, False), adaptor_stride))
+
+
+def _too_short(seconds: float, stride: int) -> str:
+    shortest = shortest_clip(stride) / SAMPLE_RATE
+    return f"clip of {seconds:.2f} s gives no speech embedding (at least {shortest:.2f} s at adaptor stride {stride})"
 
 
 def _is_unit_list(value: Any) -> bool:
@@ -241,6 +391,8 @@ class SpeechCollator:
             windows += clip
             windows_per_clip.append(len(clip))
             count = speech_embedding_count([w.shape[-1] for w in clip], self.stride)
+            if count == 0:  # the dataset refuses such clips when given the stride; never train on no speech
+                raise DataError(f"example {ex.id!r}: {_too_short(len(ex.audio) / SAMPLE_RATE, self.stride)}")
             seq, lab = self.prompt.encode(count, ex.response if self.with_response else None)
             ids.append(seq)
             labels.append(lab)

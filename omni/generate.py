@@ -28,7 +28,8 @@ from omni.audio import load_audio
 from omni.data import Example, SpeechCollator
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
-from omni.vocoder.streaming import StreamingVocoder, Vocoder, resample
+from omni.vocoder.base import Vocoder, resample
+from omni.vocoder.streaming import StreamingVocoder
 
 
 @dataclass
@@ -212,7 +213,7 @@ class _Request:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from omni.vocoder.streaming import MelUnitVocoder
+    from omni.vocoder.mel_unit import MelUnitVocoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio", type=Path, help="the spoken question (any format soundfile reads)")
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("answer.wav"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    question = load_audio(args.audio)  # a bad question fails before the models load
     vocoder = MelUnitVocoder.from_pretrained(args.vocoder)
     vocoder.unit_to_mel.to(args.device)
     vocoder.hifigan.to(args.device)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         join=args.join,
     )
     events = generator(
-        args.audio, args.chunk_size or None, args.max_new_tokens, args.sample, args.temperature, args.top_p
+        question, args.chunk_size or None, args.max_new_tokens, args.sample, args.temperature, args.top_p
     )
     first_audio = None
     for event in events:
@@ -256,4 +258,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -7,6 +7,7 @@ the metadata) plus `cache.json` with a fingerprint of the model and of what the 
 Units are not cached: they come from the dataset at training time, so units re-extracted with another
 codebook reuse the cache. Shards are written atomically, so an interrupted build resumes where it
 stopped, and several processes build disjoint shards (`rank`, `world`). Reading memory-maps the shards.
+`open_or_build` is the one entry point stage 2 and the unit evaluation use.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,60 @@ from omni.model import OmniModel
 from omni.speech_decoder import ctc_min_frames, pad_units
 
 META_FILE = "cache.json"
+SHARD_SIZE = 1024  # records per shard file
+
+
+def open_or_build(
+    directory: str | Path,
+    dataset: SpeechInstructionDataset,
+    model_dir: str | Path,
+    load_model: Callable[[], OmniModel],
+    batch_size: int = 8,
+    shard_size: int = SHARD_SIZE,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+) -> HiddenCacheDataset:
+    """The finished cache of `dataset`'s answers under the model in `model_dir`, joined with their units.
+
+    Shards missing or stale (another model, data or shard size) are built first, each of `world` processes
+    writing its share (`barrier` waits for all of them); the model is loaded only when there is work.
+    """
+    directory = Path(directory)
+    key = fingerprint(model_dir, dataset)
+    if missing_shards(directory, key, len(dataset), shard_size, rank, world):
+        build_cache(load_model(), dataset, directory, key, batch_size, shard_size, rank, world)
+    barrier()
+    if rank == 0:
+        finish_cache(directory, key, len(dataset), shard_size)
+    barrier()
+    return HiddenCacheDataset(directory, dataset.column("units"))
+
+
+def model_signature(model_dir: str | Path) -> str:
+    """Changes when any file of a saved model changes (names, sizes, modification times)."""
+    files = [p for p in sorted(Path(model_dir).rglob("*")) if p.is_file()]
+    entries = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
 
 
 def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset) -> str:
     """Changes when the model's files change or what the LLM sees of the records does (not their units)."""
-    files = [p for p in sorted(Path(model_dir).rglob("*")) if p.is_file()]
-    entries = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return hashlib.sha1(json.dumps([entries, dataset.signature()]).encode()).hexdigest()
+    answers = dataset.signature(with_units=False)
+    return hashlib.sha1(json.dumps([model_signature(model_dir), answers]).encode()).hexdigest()
 
 
 def shard_path(directory: Path, shard: int) -> Path:
     return directory / f"shard-{shard:05d}.safetensors"
+
+
+def missing_shards(
+    directory: Path, key: str, records: int, shard_size: int, rank: int = 0, world: int = 1
+) -> list[int]:
+    """This process's shards that are absent or from other inputs. Every shard's own metadata is checked (not
+    cache.json alone): shards written by an older omni are rebuilt."""
+    shards = range(rank, -(-records // shard_size), world)
+    return [s for s in shards if not _shard_matches(shard_path(directory, s), key, shard_size)]
 
 
 def build_cache(
@@ -47,23 +92,21 @@ def build_cache(
     directory: str | Path,
     key: str,
     batch_size: int = 8,
-    shard_size: int = 1024,
+    shard_size: int = SHARD_SIZE,
     rank: int = 0,
     world: int = 1,
 ) -> Path:
-    """Write this process's shards; the caller waits for all ranks, then `finish_cache` on one."""
+    """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     collate = SpeechCollator.for_model(model)
     device = next(model.adaptor.parameters()).device
-    shards = range(rank, -(-len(dataset) // shard_size), world)
-    # every shard's own metadata is checked (not cache.json alone): shards written by an older omni are rebuilt
-    todo = [s for s in shards if not _shard_matches(shard_path(directory, s), key, shard_size)]
+    todo = missing_shards(directory, key, len(dataset), shard_size, rank, world)
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
         for shard in todo:
             start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
             parts: dict[str, list[torch.Tensor]] = {"hidden": [], "lengths": []}
-            ids = []
+            ids, indices = [], []
             for first in range(start, stop, batch_size):
                 examples = [dataset[i] for i in range(first, min(first + batch_size, stop))]
                 batch = {k: v.to(device) for k, v in collate(examples).items()}
@@ -72,11 +115,12 @@ def build_cache(
                     parts["hidden"].append(hidden[row, : lengths[row]].cpu())
                     parts["lengths"].append(lengths[row : row + 1].cpu())
                     ids.append(ex.id)
+                    indices.append(ex.index)  # in skip mode a record that fails to load has a stand-in
                 bar.update(len(examples))
             tensors = {name: torch.cat(values).contiguous() for name, values in parts.items()}
             path = shard_path(directory, shard)
             partial = path.with_suffix(".partial")
-            meta = {"ids": json.dumps(ids), "key": key, "shard_size": str(shard_size)}
+            meta = {"ids": json.dumps(ids), "indices": json.dumps(indices), "key": key, "shard_size": str(shard_size)}
             save_file(tensors, partial, metadata=meta)
             os.replace(partial, path)
     return directory
@@ -103,11 +147,14 @@ def _shard_matches(path: Path, key: str, shard_size: int) -> bool:
         return False
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    return meta.get("key") == key and meta.get("shard_size") == str(shard_size)
+    return meta.get("key") == key and meta.get("shard_size") == str(shard_size) and "indices" in meta
 
 
 class HiddenCacheDataset(Dataset):
-    """Records of a finished cache joined with their units: {"id", "hidden" (M, H), "units" (T,)}."""
+    """Records of a finished cache joined with their units: {"id", "hidden" (M, H), "units" (T,)}.
+
+    `units` holds one sequence per dataset record; each cached record takes those of the record it was
+    computed from (a stand-in for a record that failed to load takes its own)."""
 
     def __init__(self, directory: str | Path, units: list[list[int]] | None = None):
         self.directory = Path(directory)
@@ -117,17 +164,19 @@ class HiddenCacheDataset(Dataset):
         self.meta = json.loads(meta_path.read_text())
         self.index: list[tuple[int, int, int]] = []  # shard, start and stop of the record's states
         self.ids: list[str] = []
+        sources: list[int] = []
         self.lengths: list[int] = []
         for shard in range(self.meta["shards"]):
             with safe_open(str(shard_path(self.directory, shard)), "pt") as f:
                 lengths = f.get_tensor("lengths").tolist()
                 self.ids += json.loads(f.metadata()["ids"])
+                sources += json.loads(f.metadata()["indices"])
             starts = torch.tensor([0, *lengths]).cumsum(0).tolist()
             self.index += [(shard, starts[i], starts[i + 1]) for i in range(len(lengths))]
             self.lengths += lengths
         if units is not None and len(units) != len(self.index):
             raise ValueError(f"{self.directory}: {len(self.index)} cached records but {len(units)} unit sequences")
-        self.units = units
+        self.units = [units[source] for source in sources] if units is not None else None
         self._files: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -142,6 +191,10 @@ class HiddenCacheDataset(Dataset):
         shard, start, stop = self.index[i]
         units = torch.tensor(self.units[i] if self.units is not None else [], dtype=torch.long)
         return {"id": self.ids[i], "hidden": self._file(shard).get_slice("hidden")[start:stop], "units": units}
+
+    def signature(self) -> str:
+        """What training on it learns from: the cached states (model and answers) and the units."""
+        return hashlib.sha1(json.dumps([self.meta["key"], self.units]).encode()).hexdigest()
 
     def too_short(self, upsample: int) -> int:
         """Records that need more CTC frames than lambda * answer tokens (stretched, or skipped)."""

@@ -25,6 +25,7 @@ from omni.weights import load_weights, save_weights
 
 CONFIG_FILE = "speech_decoder.yaml"
 WEIGHTS_FILE = "speech_decoder.safetensors"
+STAGE1_MODEL_FILE = "stage1_model.txt"  # the frozen stage-1 model whose hidden states it was trained on
 
 
 class SpeechDecoder(nn.Module):
@@ -109,13 +110,21 @@ class SpeechDecoder(nn.Module):
         return ctc_greedy(logits, frames, self.blank)
 
     # ---- save / load ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        stage1_model: str | Path | None = None,
+    ) -> None:
+        """`stage1_model`: the frozen model it reads, recorded so that evaluation and generation find it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"llm_hidden_size": self.llm_hidden_size, "decoder": to_dict(self.config)}
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
         state = state_dict if state_dict is not None else self.state_dict()
         save_weights(state, directory / WEIGHTS_FILE)
+        if stage1_model is not None:
+            (directory / STAGE1_MODEL_FILE).write_text(f"{Path(stage1_model).resolve()}\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> SpeechDecoder:
@@ -127,6 +136,14 @@ class SpeechDecoder(nn.Module):
         decoder = cls(from_dict(SpeechDecoderConfig, meta["decoder"], str(path)), int(meta["llm_hidden_size"]))
         decoder.load_state_dict(load_weights(directory / WEIGHTS_FILE))
         return decoder
+
+
+def stage1_model_of(directory: str | Path) -> Path:
+    """The stage-1 model a saved decoder was trained on."""
+    path = Path(directory) / STAGE1_MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: name the stage-1 model the decoder reads (--model)")
+    return Path(path.read_text().strip())
 
 
 def ctc_loss(

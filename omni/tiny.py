@@ -97,14 +97,16 @@ def tiny_llm(directory: Path, width: int = 64, layers: int = 2, seed: int = 0) -
     return directory
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tiny_whisper(args.directory / "whisper_tiny.pt")
     tiny_llm(args.directory / "llm")
     print(f"tiny models written to {args.directory}")
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -312,15 +312,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
+    if not args.data.is_file():
+        raise UnitError(f"{args.data}: manifest not found")
+    codebook = Codebook.load(args.codebook, args.trust_pickle)  # both checked before a model loads
     if args.hubert:
         features = HubertFeatures(args.hubert, args.layer, args.device)
     else:
         encoder = SpeechEncoder.from_config(EncoderConfig(name_or_path=args.whisper)).to(args.device)
         features = WhisperFeatures(encoder, args.layer)
-    extractor = UnitExtractor(features, Codebook.load(args.codebook, args.trust_pickle))
+    extractor = UnitExtractor(features, codebook)
     count = extract_manifest(extractor, args.data, args.out, args.batch_size)
     print(f"wrote {args.out}: {count} records with units (K={extractor.codebook.size})")
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -1,10 +1,11 @@
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from omni.config import ConfigError, EncoderConfig, ModelConfig, from_dict, load_config
-from train.config import Stage1Config, Stage2Config, VocoderConfig
+from omni.config import ConfigError, EncoderConfig, ModelConfig, annotate_yaml, field_docs, from_dict, load_config
+from train.config import SCHEMAS, Stage1Config, Stage2Config, main, schema_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
@@ -41,16 +42,65 @@ def test_bad_override_syntax(tmp_path):
         load_config(path, Stage1Config, ["train.lr"])
 
 
-SCHEMAS = {"stage1": Stage1Config, "stage2": Stage2Config, "vocoder": VocoderConfig}
+RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name.startswith(tuple(SCHEMAS)))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name.startswith(tuple(SCHEMAS))))
-def test_shipped_configs_load_and_comment_every_key(name):
+def schemas_within(schema: type) -> list[type]:
+    nested = [f.default_factory for f in dataclasses.fields(schema) if dataclasses.is_dataclass(f.default_factory)]
+    return [schema, *(s for n in nested for s in schemas_within(n))]
+
+
+@pytest.mark.parametrize("schema", sorted({s for top in SCHEMAS.values() for s in schemas_within(top)}, key=str))
+def test_every_config_field_has_a_one_line_doc(schema):
+    docs = field_docs(schema)
+    for field in dataclasses.fields(schema):
+        assert docs.get(field.name), f"{schema.__name__}.{field.name} has no doc line under it"
+        assert "\n" not in docs[field.name]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_shipped_recipes_load_start_with_their_command_and_comment_keys_with_the_docs(name):
     path = CONFIGS / name
-    load_config(path, SCHEMAS[name.split("_")[0]])
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    load_config(path, schema_for(path))
+    text = path.read_text()
+    assert re.match(r"# (python -m train\.|accelerate launch .* \\\n#\s+-m train\.)", text), "no run command first"
+    assert f"--config train/configs/{name}" in text.split("\n#", 2)[0] + text.split("\n#", 2)[1]
+    assert annotate_yaml(text, schema_for(path)) == text, (
+        "key comments differ from the field docs: python -m train.config --write"
+    )
+    for number, line in enumerate(text.splitlines(), 1):
         if re.match(r"^\s*[A-Za-z_]+:", line):
             assert "#" in line, f"{name}:{number} has no comment: {line!r}"
+
+
+def test_annotate_writes_docs_and_keeps_notes_and_quoted_hashes():
+    text = (
+        "# header\n"
+        "model:\n"
+        "  prompt:   # old words\n"
+        "    # a recipe's own note\n"
+        '    system: "Say # twice"  # stale\n'
+        "  llm:\n"
+        "    lora:\n"
+        "      r: 4\n"
+    )
+    out = annotate_yaml(text, Stage1Config).splitlines()
+    assert out[0] == "# header" and out[3] == "    # a recipe's own note"
+    assert out[2].endswith("# " + field_docs(ModelConfig)["prompt"])
+    assert out[4].startswith('    system: "Say # twice"') and out[4].endswith(
+        "# system prompt; null for none (default: the reference's)"
+    )
+    assert out[7] == "      r: 4                  # LoRA rank"
+
+
+def test_config_check_command_fails_on_stale_comments(tmp_path, capsys):
+    stale = tmp_path / "stage2_x.yaml"
+    stale.write_text("model: runs/m  # whatever\n")
+    with pytest.raises(SystemExit, match="out of date"):
+        main([str(stale)])
+    main(["--write", str(stale)])
+    assert stale.read_text() == f"{'model: runs/m':<28}# {field_docs(Stage2Config)['model']}\n"
+    main([str(stale)])
 
 
 def test_paper_config_holds_the_reference_numbers():
@@ -60,7 +110,7 @@ def test_paper_config_holds_the_reference_numbers():
     assert config.model.llm.train == "full"
     assert (config.model.adaptor.stride, config.model.adaptor.hidden_size) == (5, 2048)
     t = config.train
-    assert t.batch_size * t.gradient_accumulation_steps * 4 == 32  # 4 GPUs, as the paper
+    assert t.global_batch_size == 32 and t.accumulation_for(4) * t.batch_size * 4 == 32  # 4 GPUs, as the paper
     assert (t.epochs, t.lr, t.schedule, t.warmup_ratio) == (3, 2e-5, "cosine", 0.03)
 
 
@@ -76,5 +126,5 @@ def test_stage2_paper_config_holds_the_reference_numbers():
         11008,
     )
     t = config.train
-    assert t.batch_size * t.gradient_accumulation_steps * 4 == 32
+    assert t.global_batch_size == 32 and t.accumulation_for(4) * t.batch_size * 4 == 32
     assert (t.epochs, t.lr, t.schedule, t.warmup_ratio) == (3, 2e-4, "cosine", 0.03)

@@ -5,11 +5,14 @@ import torch
 
 from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.hidden_cache import (
+    META_FILE,
+    SHARD_SIZE,
     HiddenCacheDataset,
     build_cache,
     collate_hidden,
     fingerprint,
     finish_cache,
+    open_or_build,
     shard_path,
 )
 from omni.model import OmniModel
@@ -92,7 +95,7 @@ def test_fingerprint_follows_model_and_answers_not_units(toy_dir, tmp_path):
 
 def test_units_join_the_cache_and_too_short_is_counted(omni, data, tmp_path):
     build_cache(omni, data, tmp_path, "k", batch_size=8)
-    finish_cache(tmp_path, "k", len(data), shard_size=1024)
+    finish_cache(tmp_path, "k", len(data), shard_size=SHARD_SIZE)
     units = data.column("units")
     cached = HiddenCacheDataset(tmp_path, units)
     assert cached[3]["units"].tolist() == units[3]
@@ -105,5 +108,25 @@ def test_units_join_the_cache_and_too_short_is_counted(omni, data, tmp_path):
 def test_unfinished_cache_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished hidden-state cache"):
         HiddenCacheDataset(tmp_path)
-    (tmp_path / "cache.json").write_text(json.dumps({"shards": 0}))
+    (tmp_path / META_FILE).write_text(json.dumps({"shards": 0}))
     assert len(HiddenCacheDataset(tmp_path)) == 0
+
+
+def test_open_or_build_loads_the_model_only_when_shards_are_missing(omni, data, stage1_dir, tmp_path):
+    loads = []
+
+    def load():
+        loads.append(1)
+        return omni
+
+    first = open_or_build(tmp_path, data, stage1_dir, load, batch_size=8, shard_size=5)
+    assert len(loads) == 1 and len(first) == 16 and first.units == data.column("units")
+    again = open_or_build(tmp_path, data, stage1_dir, load, batch_size=8, shard_size=5)
+    assert len(loads) == 1  # finished: nothing to build, no model loaded
+    torch.testing.assert_close(again[7]["hidden"], first[7]["hidden"])
+    assert again.signature() == first.signature()
+    shard_path(tmp_path, 2).unlink()  # a lost shard is rebuilt, alone
+    open_or_build(tmp_path, data, stage1_dir, load, batch_size=8, shard_size=5)
+    assert len(loads) == 2
+    other_units = HiddenCacheDataset(tmp_path, [[1, 2]] * 16)
+    assert other_units.signature() != first.signature()  # what stage 2 learns from includes the units

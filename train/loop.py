@@ -1,16 +1,18 @@
 """The training loop every stage shares: Accelerate (DDP / DeepSpeed ZeRO-2/3, bf16), exact resume.
 
-A stage hands in a model whose trainable parameters are already chosen, datasets, a collator, a
-loss function, a function that writes the final model and, optionally, one that measures more than
-the loss at each evaluation. The loop owns the rest: AdamW over the
-trainable parameters only, a warmup + decay schedule, gradient accumulation and clipping, periodic
-eval loss, atomic checkpoints (a crash mid-save never leaves one that loads), resume that replays
-the same data order and random state, a progress bar, TensorBoard and a JSON summary.
+A stage hands in a model whose trainable parameters are already chosen (and which writes itself with
+`save_pretrained`), datasets, a collator, a loss function and, optionally, a function that measures more
+than the loss at each evaluation. The loop owns the rest: AdamW over the trainable parameters only, a
+warmup + decay schedule, gradient accumulation and clipping, periodic eval loss, atomic checkpoints (a
+crash mid-save never leaves one that loads), resume that replays the same data order and random state
+and refuses a checkpoint of other inputs, the records the data left out, a progress bar, TensorBoard and a
+JSON summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -35,18 +37,29 @@ from train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+SKIPPED_FILE = "skipped_records.jsonl"
 PARTIAL = ".partial"
+# Config keys that change neither what is learned nor from what: a run may resume after they change
+# (train longer, another schedule, other logging). The data's paths give way to the data's signatures.
+NOT_INPUTS = {"data", "cache", "eval_metric_batches"} | {
+    f"train.{key}"
+    for key in (
+        "output_dir", "epochs", "max_steps", "lr", "param_lr", "schedule", "warmup_ratio", "log_every",
+        "eval_every", "eval_batches", "save_every", "keep_last", "resume", "num_workers", "gradient_checkpointing",
+    )
+}  # fmt: skip
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    distributed_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    distributed_cpu = processes > 1 and not torch.cuda.is_available()
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))] if distributed_cpu else []
     return Accelerator(
         mixed_precision=precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=config.accumulation_for(processes),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         project_config=ProjectConfiguration(
             project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "tensorboard")
@@ -105,6 +118,23 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": params, "lr": lr} for lr, params in groups.items()]
 
 
+def inputs_key(run_config: dict[str, Any], signatures: list[str]) -> str:
+    """What a run learns from: its config less `NOT_INPUTS`, and the signatures of its data and frozen parts."""
+
+    def learned(node: Any, path: str = "") -> Any:
+        if not isinstance(node, dict):
+            return node
+        return {k: learned(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in NOT_INPUTS}
+
+    text = json.dumps([learned(run_config), signatures], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def skipped_records(**splits: Any) -> list[dict[str, Any]]:
+    """The records each split's dataset left out when opened, tagged with the split's name."""
+    return [record | {"split": name} for name, data in splits.items() for record in getattr(data, "skipped", [])]
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (partial ones from a crash are ignored)."""
     root = Path(output_dir) / CHECKPOINTS
@@ -135,20 +165,27 @@ class Trainer:
         train_data: Dataset,
         collate: Callable[[list], dict[str, torch.Tensor]],
         loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
-        save_model: Callable[[Accelerator, nn.Module, Path], None],
+        run_config: dict[str, Any],
         eval_data: Dataset | None = None,
-        run_config: dict[str, Any] | None = None,
         eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
-        inputs_key: str | None = None,
+        frozen: list[str] = (),
+        save_kwargs: dict[str, Any] | None = None,
+        skipped: list[dict[str, Any]] = (),
     ):
+        """`run_config` is the resolved recipe config; `frozen` signs what the run reads outside its config and
+        training data (a frozen model's files); `save_kwargs` go to the model's `save_pretrained`; `skipped`
+        lists the records the data left out when opened (`data.on_bad_record: skip`)."""
         self.config = config
         self.accelerator = accelerator
         self.loss_fn = loss_fn
         self.eval_metrics = eval_metrics
-        self.inputs_key = inputs_key  # what the run learns from; a checkpoint of other inputs is never resumed
-        self.save_model = save_model
-        self.run_config = run_config or {}
+        self.save_kwargs = save_kwargs or {}
+        self.run_config = run_config
         self.output_dir = Path(config.output_dir)
+        # a checkpoint of other inputs is never resumed
+        self.inputs_key = inputs_key(run_config, [train_data.signature(), *frozen])
+        self.skip_log = self.output_dir / SKIPPED_FILE
+        self._log_skipped(list(skipped), [train_data, eval_data])
         set_seed(config.seed)
 
         if accelerator.distributed_type.name == "DEEPSPEED":
@@ -168,7 +205,9 @@ class Trainer:
 
         train_loader = loader(train_data, shuffle=True)
         eval_loader = loader(eval_data, shuffle=False) if eval_data is not None else None
-        steps_per_epoch = max(len(train_loader) // accelerator.num_processes // config.gradient_accumulation_steps, 1)
+        steps_per_epoch = max(
+            len(train_loader) // accelerator.num_processes // accelerator.gradient_accumulation_steps, 1
+        )
         self.total_steps = config.max_steps or steps_per_epoch * config.epochs
         optimizer = torch.optim.AdamW(
             param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay, betas=tuple(config.betas)
@@ -192,8 +231,21 @@ class Trainer:
             "train_loss": [],
             "eval_loss": [],
             "eval_metrics": [],
-            "inputs_key": inputs_key,
+            "inputs_key": self.inputs_key,
         }
+
+    def _log_skipped(self, skipped: list[dict[str, Any]], datasets: list[Dataset | None]) -> None:
+        """Records left out when the data was opened go to `skipped_records.jsonl` (rewritten each run); records
+        found bad when loaded are appended to it by the datasets themselves (kept across resumes)."""
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            old = self.skip_log.read_text().splitlines() if self.skip_log.is_file() else []
+            at_load = [line for line in old if json.loads(line).get("at") == "load"]
+            opened = [json.dumps(record | {"at": "open"}) for record in skipped]
+            self.skip_log.write_text("".join(line + "\n" for line in opened + at_load))
+        for data in datasets:
+            if hasattr(data, "skip_log"):
+                data.skip_log = self.skip_log
 
     # ---- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -212,7 +264,7 @@ class Trainer:
             (partial / STATE_FILE).write_text(json.dumps(self.state))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
-            for old in checkpoints(self.output_dir)[: -self.config.keep_last or None]:
+            for old in checkpoints(self.output_dir)[: -max(self.config.keep_last, 1)]:  # never the one just written
                 shutil.rmtree(old)
         acc.wait_for_everyone()
         return final
@@ -221,7 +273,7 @@ class Trainer:
         state = json.loads((path / STATE_FILE).read_text())
         if state.get("inputs_key") != self.inputs_key:
             raise ValueError(
-                f"{path} was trained on other inputs (frozen model or data changed since); "
+                f"{path} was trained on other inputs (config, data or frozen model changed since); "
                 "use a new train.output_dir or train.resume=null to start afresh"
             )
         self.accelerator.load_state(str(path))
@@ -318,6 +370,16 @@ class Trainer:
             self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
             self.accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
+    def _count_skipped(self) -> dict[str, int]:
+        records = (
+            [json.loads(line) for line in self.skip_log.read_text().splitlines()] if self.skip_log.is_file() else []
+        )
+        return {
+            "when_opened": sum(r["at"] == "open" for r in records),
+            "when_loaded": sum(r["at"] == "load" for r in records),
+            "file": str(self.skip_log),
+        }
+
     def _finish(self, seconds: float, samples: int) -> dict[str, Any]:
         acc = self.accelerator
         self._log_eval(self.state["step"])
@@ -326,7 +388,9 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
         acc.wait_for_everyone()
-        self.save_model(acc, self.model, partial)
+        state = acc.get_state_dict(self.model)  # gathers ZeRO-3 shards (collective: every process)
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save_pretrained(partial, state_dict=state, **self.save_kwargs)
         acc.wait_for_everyone()
         losses = self.state["train_loss"]
         summary = {
@@ -341,6 +405,7 @@ class Trainer:
             "train_loss": losses,
             "eval_loss": self.state["eval_loss"],
             "eval_metrics": self.state.get("eval_metrics", []),
+            "skipped_records": self._count_skipped(),
             "model_dir": str(final),
         }
         if acc.is_main_process:

@@ -5,29 +5,22 @@
     accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage1 \
         --config train/configs/stage1_llama31_8b.yaml
 
-setup (config, accelerator, model, data) -> train (shared loop) -> save (hand-off directory + summary).
+setup (config, accelerator, model, data) -> train (shared loop) -> save (the model's hand-off directory + summary).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import nn
 
 from omni.config import to_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.encoder import whisper_checkpoint
 from omni.model import OmniModel
 from train.config import Stage1Config
-from train.loop import Trainer, run
-
-
-def save_model(accelerator: Accelerator, model: nn.Module, directory: Path) -> None:
-    state = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(directory, state_dict=state)
+from train.loop import Trainer, run, skipped_records
 
 
 def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
@@ -38,19 +31,22 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
     if config.train.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.base_llm.config.use_cache = False
-    train_data = SpeechInstructionDataset(config.data.train)
-    eval_data = SpeechInstructionDataset(config.data.eval) if config.data.eval else None
-    collate = SpeechCollator.for_model(model)
+    d = config.data
+    open_data = partial(
+        SpeechInstructionDataset, on_bad_record=d.on_bad_record, adaptor_stride=config.model.adaptor.stride
+    )
+    train_data = open_data(d.train)
+    eval_data = open_data(d.eval) if d.eval else None
     return Trainer(
         config.train,
         accelerator,
         model,
         train_data,
-        collate,
+        SpeechCollator.for_model(model),
         loss_fn=lambda m, batch: m(batch).loss,
-        save_model=save_model,
-        eval_data=eval_data,
         run_config=to_dict(config),
+        eval_data=eval_data,
+        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 
@@ -59,4 +55,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -11,9 +11,8 @@ loop, only the decoder has parameters to train) -> save (the decoder, and which 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from omni.config import to_dict
 from omni.data import Example, SpeechCollator, SpeechInstructionDataset
-from omni.eval.speech_units import STAGE1_MODEL_FILE, evaluate_decoder, is_stalled
-from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+from omni.hidden_cache import HiddenCacheDataset, collate_hidden, model_signature, open_or_build
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, ctc_loss, ctc_min_frames, pad_units
+from omni.unit_metrics import evaluate_decoder, is_stalled
 from train.config import Stage2Config
-from train.loop import Trainer, run
+from train.loop import SKIPPED_FILE, Trainer, run, skipped_records
 
 Batch = dict[str, torch.Tensor]
 
@@ -56,19 +55,21 @@ def load_frozen(model_dir: str | Path, accelerator: Accelerator) -> OmniModel:
 
 
 def cached(
-    config: Stage2Config, accelerator: Accelerator, model: OmniModel, data: SpeechInstructionDataset, name: str
+    config: Stage2Config, accelerator: Accelerator, frozen: OmniModel, data: SpeechInstructionDataset, name: str
 ) -> HiddenCacheDataset:
-    """Build (or reuse) the cache of one split, each process writing its share of the shards."""
+    """Open (building what is missing) the cache of one split, each process writing its share of the shards."""
     c = config.cache
-    directory = Path(c.dir or Path(config.train.output_dir) / "hidden_cache") / name
-    key = fingerprint(config.model, data)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    build_cache(model, data, directory, key, c.batch_size, c.shard_size, rank, world)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        finish_cache(directory, key, len(data), c.shard_size)
-    accelerator.wait_for_everyone()
-    cache = HiddenCacheDataset(directory, data.column("units"))
+    cache = open_or_build(
+        Path(c.dir or Path(config.train.output_dir) / "hidden_cache") / name,
+        data,
+        config.model,
+        lambda: frozen,
+        c.batch_size,
+        c.shard_size,
+        accelerator.process_index,
+        accelerator.num_processes,
+        accelerator.wait_for_everyone,
+    )
     units = sum(len(u) for u in cache.units)
     accelerator.print(
         f"hidden cache {name}: {len(cache)} records, {units / sum(cache.lengths):.2f} units per answer token, "
@@ -86,10 +87,19 @@ def with_units(collate: SpeechCollator) -> Callable[[list[Example]], Batch]:
 
 
 def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
-    num_units = config.decoder.num_units
-    train_data = SpeechInstructionDataset(config.data.train, num_units=num_units)
-    eval_data = SpeechInstructionDataset(config.data.eval, num_units=num_units) if config.data.eval else None
+    num_units, d = config.decoder.num_units, config.data
     frozen = load_frozen(config.model, accelerator)
+    open_data = partial(
+        SpeechInstructionDataset,
+        num_units=num_units,
+        on_bad_record=d.on_bad_record,
+        adaptor_stride=frozen.config.adaptor.stride,
+    )
+    train_data = open_data(d.train)
+    eval_data = open_data(d.eval) if d.eval else None
+    for data in (train_data, eval_data):
+        if data is not None:  # clips found bad while the cache is built are listed too
+            data.skip_log = Path(config.train.output_dir) / SKIPPED_FILE
     hidden_size = frozen.hidden_size
 
     if config.cache.enabled:
@@ -130,16 +140,6 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
     decoder = SpeechDecoder(config.decoder, hidden_size)
     if config.train.gradient_checkpointing:
         decoder.layers.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    stage1_dir = str(Path(config.model).resolve())
-
-    def save_model(acc: Accelerator, model: nn.Module, directory: Path) -> None:
-        state = acc.get_state_dict(model)  # gathers ZeRO-3 shards
-        if acc.is_main_process:
-            acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
-            (directory / STAGE1_MODEL_FILE).write_text(stage1_dir + "\n")
-
-    units = json.dumps([train_data.column("units"), eval_data.column("units") if eval_data else None])
-    inputs = [fingerprint(config.model, train_data), hashlib.sha1(units.encode()).hexdigest()]
     return Trainer(
         config.train,
         accelerator,
@@ -147,11 +147,12 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
         train_set,
         collate,
         loss_fn=loss_fn,
-        save_model=save_model,
-        eval_data=eval_set,
         run_config=to_dict(config),
+        eval_data=eval_set,
         eval_metrics=eval_metrics if eval_set is not None else None,
-        inputs_key=hashlib.sha1(json.dumps(inputs).encode()).hexdigest(),
+        frozen=[model_signature(config.model)],
+        save_kwargs={"stage1_model": config.model},
+        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 
@@ -175,4 +176,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -9,8 +9,6 @@ unit-to-mel model and which HiFi-GAN it feeds). Only the unit-to-mel model train
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -21,16 +19,15 @@ from torch import nn
 from omni.config import to_dict
 from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
 from omni.vocoder.hifigan import MEL_CONFIG, hifigan_asset_dir
-from omni.vocoder.streaming import HIFIGAN_FILE
 from omni.vocoder.unit_to_mel import UnitToMel, unit_to_mel_loss
 from train.config import VocoderConfig
-from train.loop import Trainer, run
+from train.loop import Trainer, run, skipped_records
 
 
 def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
-    num_units = config.model.num_units
-    train_data = UnitSpeechDataset(config.data.train, num_units, MEL_CONFIG)
-    eval_data = UnitSpeechDataset(config.data.eval, num_units, MEL_CONFIG) if config.data.eval else None
+    num_units, d = config.model.num_units, config.data
+    train_data = UnitSpeechDataset(d.train, num_units, MEL_CONFIG, d.on_bad_record)
+    eval_data = UnitSpeechDataset(d.eval, num_units, MEL_CONFIG, d.on_bad_record) if d.eval else None
     hifigan = str(Path(config.hifigan or hifigan_asset_dir() / "generator_universal.pth.tar").resolve())
     set_seed(config.train.seed)
     model = UnitToMel(config.model)
@@ -40,14 +37,6 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
         predicted, log_durations = model(batch["units"], batch["lengths"], batch["durations"], batch["frames"])
         return unit_to_mel_loss(predicted, log_durations, batch)
 
-    def save_model(acc: Accelerator, model: nn.Module, directory: Path) -> None:
-        state = acc.get_state_dict(model)
-        if acc.is_main_process:
-            acc.unwrap_model(model).save_pretrained(directory, state_dict=state)
-            (directory / HIFIGAN_FILE).write_text(hifigan + "\n")
-
-    records = [train_data.rows, eval_data.rows if eval_data else None]
-    inputs_key = hashlib.sha1(json.dumps([records, hifigan], default=str).encode()).hexdigest()
     return Trainer(
         config.train,
         accelerator,
@@ -55,10 +44,11 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
         train_data,
         collate_unit_speech,
         loss_fn=loss_fn,
-        save_model=save_model,
-        eval_data=eval_data,
         run_config=to_dict(config),
-        inputs_key=inputs_key,
+        eval_data=eval_data,
+        frozen=[hifigan],
+        save_kwargs={"hifigan": hifigan},
+        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 
@@ -67,4 +57,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -108,4 +108,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -34,7 +34,8 @@ from omni.data import SpeechInstructionDataset
 from omni.generate import SpeechGenerator
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
-from omni.vocoder.streaming import MelUnitVocoder, resample
+from omni.vocoder.base import resample
+from omni.vocoder.mel_unit import MelUnitVocoder
 
 OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
 TIMED = [
@@ -222,4 +223,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

@@ -3,12 +3,8 @@
     python -m omni.eval.speech_units --decoder runs/stage2_demo/model \
         --data data/demo/units/heldout.jsonl --out runs/stage2_demo/eval
 
-Metrics on held-out records (greedy CTC decoding of the response hidden states):
-- unit error rate: edit distance to the reference units / reference units (can exceed 1);
-- blank share: share of decoder frames whose best class is the blank;
-- length ratio: predicted units / reference units.
-A stalled decoder (loss flat near its start, nearly all-blank output: a known failure of this setup)
-shows as a blank share near 1 with a length ratio near 0, and is flagged. Writes `units.json`,
+Metrics on held-out records (`omni/unit_metrics.py`: unit error rate, blank share, length ratio, CTC
+loss of the greedy CTC units), with a stalled decoder flagged. Writes `units.json`,
 `units.md` and `examples.jsonl`.
 """
 
@@ -16,63 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
-from rapidfuzz.distance import Levenshtein
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from omni.speech_decoder import SpeechDecoder, ctc_greedy
-
-STALL_BLANK_SHARE = 0.95
-STALL_LENGTH_RATIO = 0.1
-STAGE1_MODEL_FILE = "stage1_model.txt"  # written beside a trained decoder: the frozen model it reads
-
-
-def is_stalled(metrics: dict[str, float]) -> bool:
-    return metrics["blank_share"] >= STALL_BLANK_SHARE and metrics["length_ratio"] <= STALL_LENGTH_RATIO
-
-
-@torch.no_grad()
-def evaluate_decoder(
-    decoder: SpeechDecoder, batches: Iterable[dict[str, torch.Tensor]], max_batches: int | None = None
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics over cached-style batches ({"hidden", "lengths", "units", "unit_lengths"}), plus per-record rows."""
-    device = next(decoder.parameters()).device
-    was_training = decoder.training
-    decoder.eval()
-    errors = reference = predicted = blanks = frames_total = seen = 0
-    loss_sum, rows = 0.0, []
-    for batch in batches:
-        if max_batches is not None and seen >= max_batches:
-            break
-        seen += 1
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits, frames = decoder(batch["hidden"], batch["lengths"])
-        best = logits.argmax(-1)
-        valid = torch.arange(best.shape[1], device=device) < frames[:, None]
-        blanks += int(((best == decoder.blank) & valid).sum())
-        frames_total += int(frames.sum())
-        loss_sum += float(decoder.loss(batch["hidden"], batch["lengths"], batch["units"], batch["unit_lengths"]))
-        for row, units in enumerate(ctc_greedy(logits, frames, decoder.blank)):
-            ref = batch["units"][row, : batch["unit_lengths"][row]].tolist()
-            distance = Levenshtein.distance(units, ref)
-            errors += distance
-            reference += len(ref)
-            predicted += len(units)
-            rows.append({"predicted": units, "reference": ref, "edit_distance": distance})
-    metrics = {
-        "unit_error_rate": errors / max(reference, 1),
-        "blank_share": blanks / max(frames_total, 1),
-        "length_ratio": predicted / max(reference, 1),
-        "ctc_loss": loss_sum / max(seen, 1),
-    }
-    decoder.train(was_training)
-    return metrics, rows
+from omni.config import to_dict
+from omni.speech_decoder import SpeechDecoder, stage1_model_of
+from omni.unit_metrics import evaluate_decoder, is_stalled
 
 
 def markdown(results: dict[str, dict[str, float]], records: int) -> str:
@@ -92,7 +40,7 @@ def markdown(results: dict[str, dict[str, float]], records: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     from omni.data import SpeechInstructionDataset
-    from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+    from omni.hidden_cache import collate_hidden, open_or_build
     from omni.model import OmniModel
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,21 +54,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     trained = SpeechDecoder.from_pretrained(args.decoder)
-    if args.model is None and not (args.decoder / STAGE1_MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{args.decoder / STAGE1_MODEL_FILE} is missing: pass the stage-1 model with --model")
-    model_dir = args.model or Path((args.decoder / STAGE1_MODEL_FILE).read_text().strip())
+    model_dir = args.model or stage1_model_of(args.decoder)
     torch.manual_seed(args.seed)
     untrained = SpeechDecoder(trained.config, trained.llm_hidden_size)
-    cache_dir = args.out / "hidden_cache"
     data = SpeechInstructionDataset(args.data, num_units=trained.config.num_units)
-    key = fingerprint(model_dir, data)
-    meta = cache_dir / "cache.json"
-    if not meta.is_file() or json.loads(meta.read_text())["key"] != key:
-        model = OmniModel.from_pretrained(model_dir).eval()
-        build_cache(model, data, cache_dir, key, args.batch_size)
-        finish_cache(cache_dir, key, len(data), 1024)
-        del model
-    cached = HiddenCacheDataset(cache_dir, data.column("units"))
+    cached = open_or_build(
+        args.out / "hidden_cache", data, model_dir, lambda: OmniModel.from_pretrained(model_dir).eval(), args.batch_size
+    )
     loader = DataLoader(cached, batch_size=args.batch_size, collate_fn=collate_hidden)
     results, rows = {}, {}
     for name, decoder in (("untrained", untrained), ("trained", trained)):
@@ -132,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": str(model_dir),
         "data": str(args.data),
         "records": len(cached),
-        "decoder_config": yaml.safe_load((args.decoder / "speech_decoder.yaml").read_text()),
+        "decoder_config": to_dict(trained.config),
         "answer_tokens": sum(cached.lengths),
         "reference_units": sum(len(u) for u in cached.units),
         "too_short_for_upsample": cached.too_short(trained.config.upsample),
@@ -157,4 +97,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

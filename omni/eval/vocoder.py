@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 from whisper.normalizers import EnglishTextNormalizer
 
 from omni.audio import SAMPLE_RATE, load_audio
+from omni.vocoder.base import Vocoder, resample
 from omni.vocoder.data import UnitSpeechDataset
 from omni.vocoder.hifigan import MEL_CONFIG
 from omni.vocoder.mel import log_mel
-from omni.vocoder.streaming import MelUnitVocoder, Vocoder, resample, vocode_in_chunks
+from omni.vocoder.mel_unit import MelUnitVocoder
+from omni.vocoder.streaming import vocode_in_chunks
 
 
 def conditions(chunks: list[int]) -> list[tuple[str, int, str]]:
@@ -175,4 +177,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

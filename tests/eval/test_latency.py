@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from omni import assets
-from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig, SpeechDecoderConfig
+from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig, SpeechDecoderConfig, UnitToMelConfig
 from omni.eval import latency
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
 from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
-from omni.vocoder.streaming import HIFIGAN_FILE
-from omni.vocoder.unit_to_mel import UnitToMel, UnitToMelConfig
+from omni.vocoder.unit_to_mel import UnitToMel
 
 
 @pytest.fixture
@@ -31,12 +30,11 @@ def trio(tiny_dir, tmp_path):
         tmp_path / "decoder"
     )
     UnitToMel(UnitToMelConfig(num_units=12, hidden_size=16, encoder_layers=1, decoder_layers=1)).save_pretrained(
-        tmp_path / "vocoder"
+        tmp_path / "vocoder", hifigan=tmp_path / "g.pt"
     )
     hifigan = HifiGanConfig(upsample_initial_channel=16)
     torch.save({"generator": HifiGanGenerator(hifigan).state_dict()}, tmp_path / "g.pt")
     (tmp_path / "config.json").write_text(json.dumps(asdict(hifigan) | {"num_mels": 80}))
-    (tmp_path / "vocoder" / HIFIGAN_FILE).write_text(str(tmp_path / "g.pt"))
     return tmp_path
 
 

@@ -9,19 +9,14 @@ import torch
 from accelerate.state import AcceleratorState
 from transformers import AutoModelForCausalLM
 
+from omni.config import ConfigError, load_config
 from omni.model import OmniModel
 from train import stage1
-from train.config import TrainConfig
-from train.loop import STATE_FILE, checkpoints, param_groups, resume_path
+from train.config import Stage1Config, TrainConfig
+from train.loop import SKIPPED_FILE, STATE_FILE, checkpoints, param_groups, resume_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def overrides(tiny_dir, toy_dir, out, *extra):
@@ -133,3 +128,69 @@ def test_param_lr_gives_prefixes_their_own_learning_rate(model_config):
         1e-3: sum(p.numel() for p in model.adaptor.parameters()),
         1e-4: sum(p.numel() for p in model.llm.parameters()),
     }
+
+
+def test_resume_is_refused_when_the_data_or_the_prompt_changed(tiny_dir, toy_dir, tmp_path):
+    out = tmp_path / "run"
+    first = ["train.max_steps=2", "train.save_every=2", "train.eval_every=0", "data.eval=null"]
+    stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, *first)])
+    other_data = tmp_path / "other.jsonl"
+    rows = (toy_dir / "train.jsonl").read_text().splitlines()
+    audio = str(toy_dir / json.loads(rows[0])["audio"])
+    other_data.write_text("".join(json.dumps(json.loads(r) | {"audio": audio}) + "\n" for r in rows))
+    for change in ["model.prompt.system=You answer tones.", f"data.train={other_data}", "model.adaptor.hidden_size=16"]:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        with pytest.raises(ValueError, match="was trained on other inputs"):
+            stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, *first), change])
+    # what only shapes the schedule or logging may change: training goes on from step 2
+    AcceleratorState._reset_state(reset_partial_state=True)
+    longer = ["train.max_steps=3", "train.save_every=3", "train.eval_every=1", "train.lr=1e-3", "data.eval=null"]
+    summary = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, out, *longer)])
+    assert summary["steps"] == 3 and len(summary["train_loss"]) == 3
+
+
+def test_keep_last_keeps_the_newest_checkpoints(tiny_dir, toy_dir, tmp_path):
+    extra = ["train.max_steps=4", "train.save_every=1", "train.keep_last=1", "train.eval_every=0", "data.eval=null"]
+    stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path, *extra)])
+    assert [p.name for p in checkpoints(tmp_path)] == ["step-0000004"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.keep_last=0", r"stage1_tiny\.yaml\.train\.keep_last: must be at least 1 when save_every > 0, got 0"),
+        ("train.warmup_ratio=1.5", r"train\.warmup_ratio: must be in \[0, 1\], got 1.5"),
+        ("train.batch_size=0", r"train\.batch_size: must be at least 1, got 0"),
+        ("train.global_batch_size=6", r"train\.global_batch_size: 6 is not a multiple of batch_size 4"),
+        ("model.adaptor.stride=0", r"model\.adaptor\.stride: must be at least 1, got 0"),
+    ],
+)
+def test_bad_values_are_refused_naming_file_and_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG, Stage1Config, ["train.save_every=5", override])
+
+
+def test_global_batch_size_derives_accumulation(tiny_dir, toy_dir, tmp_path):
+    assert TrainConfig(batch_size=2, global_batch_size=32).accumulation_for(4) == 4
+    with pytest.raises(ConfigError, match="not a multiple of batch_size 2 x 3 processes"):
+        TrainConfig(batch_size=2, global_batch_size=32).accumulation_for(3)
+    extra = ["train.max_steps=2", "train.global_batch_size=8", "train.eval_every=0", "data.eval=null"]
+    summary = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path, *extra)])
+    assert summary["steps"] == 2 and summary["samples"] == 16  # 2 micro-batches of 4 per step
+
+
+def test_bad_records_are_skipped_and_listed(tiny_dir, toy_dir, tmp_path):
+    rows = (toy_dir / "train.jsonl").read_text().splitlines()
+    manifest = toy_dir / "with_bad.jsonl"  # beside the toy data: its audio paths are relative to it
+    bad = {"id": "lost", "audio": "missing.wav", "response": "Nothing."}
+    manifest.write_text("".join(r + "\n" for r in rows) + json.dumps(bad) + "\n")
+    extra = [f"data.train={manifest}", "train.max_steps=1", "train.eval_every=0", "data.eval=null"]
+    with pytest.raises(Exception, match="missing.wav"):
+        stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path, *extra)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    summary = stage1.main(
+        ["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path, *extra), "data.on_bad_record=skip"]
+    )
+    assert summary["skipped_records"]["when_opened"] == 1
+    (listed,) = [json.loads(line) for line in (tmp_path / SKIPPED_FILE).read_text().splitlines()]
+    assert listed["split"] == "train" and listed["field"] == "audio" and "missing.wav" in listed["reason"]

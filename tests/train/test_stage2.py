@@ -3,53 +3,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
-from omni.eval import speech_units
-from omni.model import OmniModel
-from omni.speech_decoder import SpeechDecoder
+from omni.hidden_cache import META_FILE
+from omni.speech_decoder import STAGE1_MODEL_FILE, SpeechDecoder
+from tests.conftest import run_stage2 as run
 from train import stage2
 from train.config import Stage2Config
 from train.loop import checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "train" / "configs" / "stage2_tiny.yaml")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-@pytest.fixture(scope="module")
-def stage1_dir(tmp_path_factory, tiny_dir) -> Path:
-    from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig
-
-    config = ModelConfig(
-        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
-        adaptor=AdaptorConfig(stride=5, hidden_size=32),
-        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
-    )
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("stage1") / "model"
-    OmniModel.from_config(config).save_pretrained(directory)
-    return directory
-
-
-def run(stage1_dir, toy_dir, out, *extra) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return stage2.main(
-        [
-            "--config",
-            CONFIG,
-            f"model={stage1_dir}",
-            f"data.train={toy_dir / 'train.jsonl'}",
-            f"data.eval={toy_dir / 'eval.jsonl'}",
-            f"train.output_dir={out}",
-            *extra,
-        ]
-    )
 
 
 def test_stage2_trains_only_the_decoder(stage1_dir, toy_dir, tmp_path):
@@ -63,8 +26,8 @@ def test_stage2_trains_only_the_decoder(stage1_dir, toy_dir, tmp_path):
     model_dir = tmp_path / "run" / "model"
     decoder = SpeechDecoder.from_pretrained(model_dir)
     assert decoder.config.num_units == 32
-    assert (model_dir / speech_units.STAGE1_MODEL_FILE).read_text().strip() == str(stage1_dir.resolve())
-    assert json.loads((tmp_path / "run" / "hidden_cache" / "train" / "cache.json").read_text())["records"] == 16
+    assert (model_dir / STAGE1_MODEL_FILE).read_text().strip() == str(stage1_dir.resolve())
+    assert json.loads((tmp_path / "run" / "hidden_cache" / "train" / META_FILE).read_text())["records"] == 16
     # streaming's incremental decoder gives the trained decoder's full-pass units, token by token
     from omni.hidden_cache import HiddenCacheDataset
     from omni.speech_decoder import ctc_greedy
@@ -122,33 +85,6 @@ def test_a_checkpoint_of_other_units_is_not_resumed(stage1_dir, toy_dir, tmp_pat
     )
     with pytest.raises(ValueError, match="trained on other inputs"):
         run(stage1_dir, toy_dir, tmp_path / "run", "train.max_steps=6", f"data.train={other}")
-
-
-def test_unit_evaluation_trained_against_untrained(stage1_dir, toy_dir, tmp_path):
-    # lr 0: the "trained" decoder keeps its initial weights, so the evaluation's untrained one must equal it
-    run(stage1_dir, toy_dir, tmp_path / "frozen", "train.max_steps=2", "train.lr=0.0")
-    out = tmp_path / "eval"
-    args = ["--decoder", str(tmp_path / "frozen" / "model"), "--data", str(toy_dir / "eval.jsonl"), "--out", str(out)]
-    report = speech_units.main(args)
-    assert report["results"]["trained"] == report["results"]["untrained"]
-    run(stage1_dir, toy_dir, tmp_path / "trained", "train.max_steps=40")
-    args[1] = str(tmp_path / "trained" / "model")
-    report = speech_units.main([*args[:-1], str(tmp_path / "eval2")])
-    trained, untrained = report["results"]["trained"], report["results"]["untrained"]
-    assert trained["unit_error_rate"] < untrained["unit_error_rate"]
-    assert trained["ctc_loss"] < untrained["ctc_loss"]
-    assert report["records"] == 4
-    assert "| trained |" in (tmp_path / "eval2" / "units.md").read_text()
-    rows = [json.loads(line) for line in (tmp_path / "eval2" / "examples.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and rows[0]["trained"]["reference"] == rows[0]["untrained"]["reference"]
-
-
-def test_a_stalled_run_is_reported(capsys):
-    stalled = {"unit_error_rate": 1.0, "blank_share": 0.99, "length_ratio": 0.02, "ctc_loss": 3.0}
-    assert speech_units.is_stalled(stalled)
-    assert not speech_units.is_stalled(stalled | {"blank_share": 0.6, "length_ratio": 0.8})
-    stage2.report_stall({"eval_metrics": [{"step": 100, **stalled, "stalled": 1.0}]})
-    assert "looks stalled at step 100: 99.0% of frames are blank" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])

@@ -18,16 +18,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from omni import assets
-from omni.vocoder.hifigan import (
-    MEL_CONFIG,
-    CodeHifiGan,
-    CodeHifiGanConfig,
-    HifiGanConfig,
-    HifiGanGenerator,
-    hifigan_asset_dir,
-    load_code_hifigan,
-    load_hifigan,
-)
+from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, load_code_hifigan
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator, hifigan_asset_dir, load_hifigan
 from omni.vocoder.mel import log_mel
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata, 16 kHz
@@ -231,9 +223,9 @@ def test_bad_unit_vocoder_files_are_named(code_checkpoint, tmp_path):
         load_code_hifigan(no_dict, config)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_code_hifigan(path, tmp_path / "nope.json")
-    for key in ("f0", "multispkr"):
+    for key, value in (("f0", True), ("multispkr", True), ("sampling_rate", 22050)):
         asks = tmp_path / f"{key}.json"
-        asks.write_text(json.dumps({**CODE_CONFIG, key: True}))
+        asks.write_text(json.dumps({**CODE_CONFIG, key: value}))
         with pytest.raises(NotImplementedError, match=key):
             load_code_hifigan(path, asks)
 

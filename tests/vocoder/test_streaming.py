@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from omni.config import UnitToMelConfig
+from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, CodeHifiGanVocoder, DurationPredictorConfig
 from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
-from omni.vocoder.streaming import MelUnitVocoder, StreamingVocoder, vocode_in_chunks
-from omni.vocoder.unit_to_mel import UnitToMel, UnitToMelConfig
+from omni.vocoder.mel_unit import MelUnitVocoder
+from omni.vocoder.streaming import StreamingVocoder, vocode_in_chunks
+from omni.vocoder.unit_to_mel import UnitToMel
 
 HOP = 100
 
@@ -68,9 +71,6 @@ def test_mel_unit_vocoder_reports_where_units_end():
 
 
 def test_code_hifigan_streams_at_16khz():
-    from omni.vocoder.hifigan import CodeHifiGan, CodeHifiGanConfig, DurationPredictorConfig
-    from omni.vocoder.streaming import CodeHifiGanVocoder
-
     torch.manual_seed(0)
     generator = HifiGanConfig([5, 4, 4, 2, 2], [11, 8, 8, 4, 4], upsample_initial_channel=64, in_channels=8)
     config = CodeHifiGanConfig(20, 8, generator, DurationPredictorConfig(8, 8))

@@ -6,10 +6,11 @@ import pytest
 import soundfile
 import torch
 
-from omni.units import UnitError
+from omni.config import UnitToMelConfig
+from omni.data import DataError
 from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
 from omni.vocoder.hifigan import MEL_CONFIG
-from omni.vocoder.unit_to_mel import UnitToMel, UnitToMelConfig, unit_to_mel_loss
+from omni.vocoder.unit_to_mel import UnitToMel, unit_to_mel_loss
 from tests.conftest import noise
 
 SMALL = UnitToMelConfig(num_units=12, hidden_size=32, encoder_layers=1, decoder_layers=1, dropout=0.0)
@@ -135,11 +136,21 @@ def test_dataset_targets_and_errors(tmp_path):
     every_frame = torch.cat([data.target(0), data.target(1)])
     torch.testing.assert_close(data.mean_mel(), every_frame.mean(0))
     bad = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [3]}])
-    with pytest.raises(UnitError, match=r"m.jsonl, line 1, field 'unit_durations'"):
+    with pytest.raises(DataError, match=r"m.jsonl, line 1, field 'unit_durations'"):
         UnitSpeechDataset(bad, 12, MEL_CONFIG)
     bad = manifest(tmp_path, [{"units": [1, 40], "unit_durations": [3, 3]}])
-    with pytest.raises(UnitError, match=r"line 1, field 'units'.*40"):
+    with pytest.raises(DataError, match=r"line 1, field 'units'.*40"):
         UnitSpeechDataset(bad, 12, MEL_CONFIG)
     bad = manifest(tmp_path, [{"units": [1, 4]}])
-    with pytest.raises(UnitError, match="'unit_durations': missing"):
+    with pytest.raises(DataError, match="'unit_durations': missing"):
         UnitSpeechDataset(bad, 12, MEL_CONFIG)
+
+
+def test_dataset_reports_every_bad_record_or_skips_them(tmp_path):
+    good = {"units": [1, 2], "unit_durations": [10, 15]}
+    path = manifest(tmp_path, [good, {"units": [1, 40], "unit_durations": [3, 3]}, good, {"units": [1]}])
+    with pytest.raises(DataError, match=r"2 of 4 records are bad[^\n]*\n.*line 2, field 'units'.*\n.*line 4, field"):
+        UnitSpeechDataset(path, 12, MEL_CONFIG)
+    data = UnitSpeechDataset(path, 12, MEL_CONFIG, on_bad_record="skip")
+    assert len(data) == 2 and [s["field"] for s in data.skipped] == ["units", "unit_durations"]
+    assert data.skipped[0]["where"].endswith("m.jsonl, line 2")

@@ -1,0 +1,50 @@
+"""The demo's unit vocoder: units -> log-mel (`UnitToMel`, trained here) -> a pretrained HiFi-GAN's waveform.
+
+It speaks at the mel vocoder's rate, `MEL_CONFIG.sample_rate` (22.05 kHz). A trained unit-to-mel directory
+names the HiFi-GAN checkpoint it was trained for (`omni.vocoder.unit_to_mel.hifigan_reference`); without one,
+the real universal generator from `make assets` is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanGenerator, hifigan_asset_dir, load_hifigan
+from omni.vocoder.mel import MelConfig
+from omni.vocoder.unit_to_mel import UnitToMel, hifigan_reference
+
+
+class MelUnitVocoder:
+    def __init__(self, unit_to_mel: UnitToMel, hifigan: HifiGanGenerator, mel: MelConfig = MEL_CONFIG):
+        self.unit_to_mel = unit_to_mel.eval()
+        self.hifigan = hifigan.eval()
+        self.mel = mel
+        self.sample_rate = mel.sample_rate
+        self.num_units = unit_to_mel.config.num_units
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, hifigan: str | Path | None = None, contrast: float | None = None
+    ) -> MelUnitVocoder:
+        """`hifigan` overrides the generator the model names; `contrast` the one it was saved with (`UnitToMel`)."""
+        hifigan = hifigan or hifigan_reference(directory) or hifigan_asset_dir() / "generator_universal.pth.tar"
+        return cls(UnitToMel.from_pretrained(directory, contrast), load_hifigan(hifigan))
+
+    @torch.no_grad()
+    def speak_mel(self, mel: torch.Tensor) -> np.ndarray:
+        """Log-mel (frames, n_mels) -> float32 audio at `sample_rate`."""
+        weight = next(self.hifigan.parameters())
+        return self.hifigan(mel.T[None].to(weight))[0, 0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        device = next(self.hifigan.parameters()).device
+        mel, durations = self.unit_to_mel.generate(torch.as_tensor(list(units), device=device))
+        audio = self.speak_mel(mel)
+        c = self.unit_to_mel.config
+        ends = torch.round(durations.cumsum(0).float() * c.mel_rate / c.unit_rate).long() * self.mel.hop
+        return audio, np.minimum(ends.cpu().numpy(), len(audio))
