@@ -1,4 +1,5 @@
-"""omni.chat: the chat template with or without a system prompt, batched greedy answers, their bounds."""
+"""omni.chat: the chat template with or without a system prompt, batched greedy answers, their bounds, and
+whole conversations with their token counts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from omni.chat import chat_answers, chat_messages
+from omni.chat import chat_answers, chat_completions, chat_messages
 
 SYSTEM = "You are a helpful assistant."
 INSTRUCTIONS = ["hello", "What is the answer to one two three four five six seven?", "yes no maybe"]
@@ -118,3 +119,17 @@ def test_eos_token_id_is_honoured(llm_and_tokenizer, monkeypatch):
     (longer,) = chat_answers(llm, tokenizer, INSTRUCTIONS[2:3], SYSTEM, 8, eos_token_id=[tokenizer.eos_token_id])
     assert lengths[-1] == 8
     assert longer == tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def test_completions_of_conversations(llm_and_tokenizer):
+    llm, tokenizer = llm_and_tokenizer
+    conversations = [chat_messages(i, SYSTEM) for i in INSTRUCTIONS]
+    completions = chat_completions(llm, tokenizer, conversations, 6)
+    assert [c.text for c in completions] == chat_answers(llm, tokenizer, INSTRUCTIONS, SYSTEM, 6)
+    for conversation, completion in zip(conversations, completions, strict=True):
+        prompt = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        assert completion.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False).input_ids)
+        assert completion.stopped or completion.completion_tokens == 6
+    tokens = greedy_alone(llm, tokenizer, INSTRUCTIONS[2], SYSTEM, 8)
+    (stopped,) = chat_completions(llm, tokenizer, conversations[2:3], 8, eos_token_id=[tokens[3]])
+    assert stopped.stopped and stopped.completion_tokens == tokens.index(tokens[3]) + 1

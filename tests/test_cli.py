@@ -25,7 +25,7 @@ ENTRY_POINTS = [
     "omni/eval/speech_units.py",
     "omni/eval/vocoder.py",
     "omni/tiny.py",
-    "data_recipes/demo/build.py",
+    "data_recipes/demo/instructions.py",
     "data_recipes/builder/units.py",
     "data_recipes/builder/__main__.py",
     "data_recipes/toy.py",

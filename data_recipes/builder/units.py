@@ -1,11 +1,14 @@
-"""Speech units for the demo answers: frozen Whisper-encoder features quantised by k-means.
+"""The builder's units step: the spoken answers' features (a frozen Whisper encoder layer, or a HuBERT-family
+model) quantised by k-means into target units for stage 2.
 
-    python -m data_recipes.demo.units --data data/demo --encoder .cache/assets/whisper_base.pt \
+    python -m data_recipes.builder.units --data data/demo --encoder .cache/assets/whisper_base.pt \
         --layer 2 --k 500 --out data/demo/units
+    python -m data_recipes.builder.units --data data/built --features hubert --encoder <hubert dir> --layer 11 \
+        --codebook km1000.safetensors --out data/built/units
 
-The answers' speech (one voice, from `data_recipes.demo.build`) is encoded by the demo model's own
-Whisper encoder; k-means is fitted on training frames only; every answer becomes a deduplicated unit
-sequence, with each unit's duration in 20 ms frames (what the vocoder learns to predict).
+The answers' speech (one voice) is encoded; k-means is fitted on training frames only, unless a codebook is
+given; every answer becomes a deduplicated unit sequence, with each unit's duration in feature frames (what
+the vocoder learns to predict). The defaults are the demo's, chosen on its answers:
 
 Layer 2 by default: Whisper's attention sees the whole clip, so deeper layers make a word's units
 depend on the words after it, which a causal decoder cannot know (answers that start with the same
@@ -36,6 +39,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,7 +48,10 @@ from tqdm.auto import tqdm
 from omni.audio import load_audio
 from omni.config import EncoderConfig
 from omni.encoder import SpeechEncoder
-from omni.units import Codebook, WhisperFeatures, runs
+from omni.units import Codebook, HubertFeatures, WhisperFeatures, runs
+
+if TYPE_CHECKING:
+    from data_recipes.builder.config import BuildConfig
 
 SPLITS = ("train", "heldout")
 FRAME_RATE = 50  # Whisper encoder frames per second
@@ -59,7 +66,9 @@ def read_manifest(path: Path) -> list[dict]:
     return records
 
 
-def encode_all(features: WhisperFeatures, paths: list[Path], batch_size: int, desc: str) -> list[torch.Tensor]:
+def encode_all(
+    features: WhisperFeatures | HubertFeatures, paths: list[Path], batch_size: int, desc: str
+) -> list[torch.Tensor]:
     """Features of every clip, batched by length so little is padding."""
     order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
     out: list[torch.Tensor | None] = [None] * len(paths)
@@ -105,12 +114,16 @@ def build_units(
     max_frames: int = 200_000,
     compare: tuple[int, ...] = (),
     standardise: bool = True,
+    features: str = "whisper",
+    codebook_path: str | None = None,
 ) -> dict:
     settings = {
         "data": str(data),
         "encoder": str(encoder),
+        "features": features,
         "layer": layer,
         "k": size,
+        "codebook": codebook_path,
         "max_frames": max_frames,
         "compare_k": list(compare),
         "standardise": standardise,
@@ -121,33 +134,36 @@ def build_units(
         print(f"{out}: units already built with these settings")
         return json.loads(report_path.read_text())
     began = time.perf_counter()
-    extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer)
+    if features == "hubert":
+        extractor = HubertFeatures(encoder, layer)
+    else:
+        extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer)
     records = {split: read_manifest(data / f"{split}.jsonl") for split in SPLITS}
-    features = {
+    encoded = {
         split: encode_all(extractor, [data / r["response_audio"] for r in rs], batch_size, f"features {split}")
         for split, rs in records.items()
     }
     encode_s = time.perf_counter() - began
 
     start = time.perf_counter()
-    frames = torch.cat(features["train"]).numpy()
+    frames = torch.cat(encoded["train"]).numpy()
     rng = np.random.default_rng(0)
     sample = frames[rng.choice(len(frames), min(max_frames, len(frames)), replace=False)]
-    codebook = Codebook.fit(sample, size, standardise=standardise)
+    codebook = Codebook.load(codebook_path) if codebook_path else Codebook.fit(sample, size, standardise=standardise)
     fit_s = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
     codebook.save(out / CODEBOOK_FILE)
     stats = {}
     for split, rs in records.items():
-        unit_runs, stats[split] = quantise(codebook, features[split])
+        unit_runs, stats[split] = quantise(codebook, encoded[split])
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
             relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio")}
             lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     other_sizes = {
-        str(k): quantise(Codebook.fit(sample, k, standardise=standardise), features["heldout"])[1]
+        str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"])[1]
         for k in compare
         if k != size
     }  # held-out figures of other codebook sizes, fitted on the same training frames
@@ -163,10 +179,20 @@ def build_units(
     return report
 
 
+def build_units_step(config: BuildConfig) -> dict:
+    """The builder's last step: units of the merged records' spoken answers, into `<out>/units/`."""
+    u, out = config.units, Path(config.out)
+    return build_units(
+        out, u.model, u.layer, u.k, out / "units", u.batch_size, u.max_frames, (), u.standardise, u.features, u.codebook
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/demo"), help="folder of train.jsonl/heldout.jsonl")
     parser.add_argument("--encoder", default=".cache/assets/whisper_base.pt", help="Whisper checkpoint or name")
+    parser.add_argument("--features", choices=["whisper", "hubert"], default="whisper", help="the feature model kind")
+    parser.add_argument("--codebook", default=None, help="an existing codebook; default: fit one (--k)")
     parser.add_argument("--layer", type=int, default=2, help="encoder blocks to run (Whisper base has 6)")
     parser.add_argument("--k", type=int, default=500, help="codebook size K")
     parser.add_argument("--out", type=Path, default=Path("data/demo/units"))
@@ -187,9 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         args.max_frames,
         tuple(args.compare_k),
         args.standardise,
+        args.features,
+        args.codebook,
     )
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    from omni.cli import run_command
+
+    run_command(main)

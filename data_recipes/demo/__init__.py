@@ -1,1 +1,1 @@
-"""The offline demo set: spoken instructions (espeak-ng) answered by the demo LLM itself."""
+"""The offline demo set: templated spoken-style instructions, built by the data builder (data_recipes/configs/demo.yaml)."""

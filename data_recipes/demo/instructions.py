@@ -1,14 +1,21 @@
 """Spoken-style instructions from templates, with a held-out split nothing in training overlaps.
 
+    python -m data_recipes.demo.instructions --out data/demo/instructions.jsonl --max-heldout 200
+
 Each family has phrasings and values. The last phrasing of every family and a fixed share of its
 values are held out: a held-out instruction uses a held-out phrasing, a held-out value, or both, so
-the evaluation asks questions whose wording or subject the model never heard in training.
+the evaluation asks questions whose wording or subject the model never heard in training. The JSONL
+written here is the source of the demo's build (`data_recipes/configs/demo.yaml`): `id`, `instruction`,
+`family`, `held_out`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 NUMBERS = [
     "zero",
@@ -500,3 +507,30 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
                 )
     rng.shuffle(items)
     return items
+
+
+def write_source(out: Path, max_train: int | None = None, max_heldout: int | None = None) -> int:
+    """The demo's instructions as a builder source: every training one and the first `max_heldout` held out."""
+    items = build_instructions()
+    chosen = [i for i in items if not i.held_out][:max_train] + [i for i in items if i.held_out][:max_heldout]
+    rows = [{"id": i.id, "instruction": i.text, "family": i.family, "held_out": i.held_out} for i in chosen]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(out)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("data/demo/instructions.jsonl"))
+    parser.add_argument("--max-train", type=int, default=None, help="training instructions kept (default all)")
+    parser.add_argument("--max-heldout", type=int, default=200, help="held-out instructions kept")
+    args = parser.parse_args(argv)
+    print(f"wrote {write_source(args.out, args.max_train, args.max_heldout)} instructions to {args.out}")
+
+
+if __name__ == "__main__":
+    from omni.cli import run_command
+
+    run_command(main)

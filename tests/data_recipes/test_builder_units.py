@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_recipes.demo.units import build_units
+from data_recipes.builder.units import build_units
 from omni.data import SpeechInstructionDataset
 from omni.units import Codebook
 from tests.conftest import noise

@@ -1,11 +1,17 @@
 import json
+from pathlib import Path
 
+import datasets
 import soundfile
 
-from data_recipes.demo import build as demo_build
-from data_recipes.demo.instructions import build_instructions
-from data_recipes.demo.responses import speakable
+from data_recipes.builder import pipeline
+from data_recipes.builder.config import BuildConfig
+from data_recipes.builder.speakable import speakable
+from data_recipes.demo.instructions import build_instructions, write_source
+from omni.config import load_config
 from omni.data import SpeechInstructionDataset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_heldout_never_shares_a_phrasing_and_value_with_training():
@@ -24,50 +30,68 @@ def test_heldout_never_shares_a_phrasing_and_value_with_training():
 
 
 def test_speakable_filter():
-    assert speakable("Paris is the capital of France. It is big. It has a river.") == (
+    assert speakable("Paris is the capital of France. It is big. It has a river.", 40, max_sentences=2) == (
         "Paris is the capital of France. It is big.",
         None,
     )
-    assert speakable("1. apples\n2. pears")[1] == "symbols or list markup"
-    assert speakable("  ")[1] == "empty answer"
+    assert speakable("1. apples\n2. pears", 40)[1] == "symbols or list markup"
+    assert speakable("  ", 40)[1] == "empty"
+    assert speakable("one two three", 2)[1] == "longer than 2 words"
 
 
-class FakeResponder:
-    """Stands in for the LLM: answers by instruction family, one answer unspeakable."""
+class FakeChat:
+    """Stands in for the demo LLM: answers by the instruction's first word, and `listed` with a list."""
 
+    batch_size = 4
     calls = 0
 
-    def __init__(self, model_dir):
-        pass
+    def __init__(self, listed: str):
+        self.listed = listed
 
-    def answer_all(self, instructions, batch_size):
-        FakeResponder.calls += 1
-        for i, text in enumerate(instructions):
-            yield i, "* a list" if i == 0 else f"This is my answer to {text.split()[0].lower()}."
+    def chat(self, conversations):
+        FakeChat.calls += 1
+        answers = []
+        for turns in conversations:
+            assert turns[0] == {"role": "system", "content": DEMO_SYSTEM}
+            question = turns[-1]["content"]
+            answers.append("* a list" if question == self.listed else f"This is my answer to {question.split()[0]}.")
+        return answers
 
 
-def test_build_a_handful(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo_build, "Responder", FakeResponder)
-    report = demo_build.build(tmp_path, "unused", max_train=5, max_heldout=2, batch_size=4, workers=2)
-    assert report["items"] == 7 and sum(report["kept"].values()) == 6
-    assert report["skipped_reasons"] == {"symbols or list markup": 1}
+DEMO_SYSTEM = "You are a helpful assistant. Answer in one or two short sentences of plain spoken English."
+
+
+def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
+    source = tmp_path / "instructions.jsonl"
+    assert write_source(source, max_train=5, max_heldout=2) == 7
+    listed = json.loads(source.read_text().splitlines()[0])["instruction"]
+    monkeypatch.setattr(pipeline, "make_backend", lambda config: FakeChat(listed))
+    config = load_config(
+        ROOT / "data_recipes" / "configs" / "demo.yaml", BuildConfig, [f"out={tmp_path}", f"source.path={source}"]
+    )
+    pipeline.ShardBuild(config).run()
+    report = pipeline.merge(config)
+    assert report["records"] == {"train": 4, "heldout": 2}
+    assert report["steps"]["answer"]["skipped"] == {"symbols or list markup": 1}
     data = SpeechInstructionDataset(tmp_path / "train.jsonl")
     records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     for record in records:
         info = soundfile.info(str(tmp_path / record["audio"]))
         assert info.samplerate == 16000 and info.channels == 1
         assert 0.5 < info.duration < 10 and abs(info.duration - record["duration"]) < 0.01
-        assert record["voice"].startswith("en-")
+        assert record["voice"].startswith("en-") and record["family"]
         answer = soundfile.info(str(tmp_path / record["response_audio"]))
         assert answer.samplerate == 16000 and abs(answer.duration - record["response_duration"]) < 0.01
-    assert report["response_voice"] == {"voice": "en-us", "rate": 165}  # answers: one voice for all
-    assert len({r["voice"] for r in records}) > 1  # questions: several
+    assert len({r["voice"] for r in records}) > 1  # questions: several voices
+    answer_voices = {
+        json.loads(line)["voice"]
+        for line in (tmp_path / "work" / "shard-00000-of-00001" / "answer_speech.jsonl").read_text().splitlines()
+    }
+    assert answer_voices == {"en-us"}  # answers: one voice for all
     assert len(data) == len(records) and data[0].instruction
-    import datasets
-
-    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "heldout"))) == report["kept"]["heldout"]
-    # a rerun generates and synthesizes nothing new
+    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "heldout"))) == 2
+    # a rerun asks and synthesizes nothing new
     mtimes = {p: p.stat().st_mtime for d in ("wavs", "response_wavs") for p in (tmp_path / d).iterdir()}
-    calls = FakeResponder.calls
-    demo_build.build(tmp_path, "unused", max_train=5, max_heldout=2, batch_size=4, workers=2)
-    assert FakeResponder.calls == calls and {p: p.stat().st_mtime for p in mtimes} == mtimes
+    calls = FakeChat.calls
+    pipeline.ShardBuild(config).run()
+    assert FakeChat.calls == calls and {p: p.stat().st_mtime for p in mtimes} == mtimes

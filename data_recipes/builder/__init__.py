@@ -1,0 +1,1 @@
+"""The spoken-instruction data builder: text instructions -> speakable answers -> speech -> units -> omni records."""

@@ -1,0 +1,334 @@
+"""Public spoken-instruction sets imported into omni's dataset contract (omni/data.py).
+
+    python -m data_recipes.builder.importers instructs2s --json instruct_en_200k_data_cosy2.json \\
+        --audio-root InstructS2S-200K --out data/instructs2s [--limit N]
+    python -m data_recipes.builder.importers voiceassistant --parquet data/train-*.parquet --out data/voiceassistant
+
+Each writes `out/records.jsonl` and `out/import_report.json`: counts, and every record skipped with its reason
+(a bad record is skipped, never fatal; a file that is not the layout below is an error). Until omni trains
+on conversations only each dialogue's first exchange is imported: its first human turn and the first gpt
+turn after it.
+
+Layouts relied on:
+
+InstructS2S-200K (ICTNLP, CC BY-NC 4.0): `instruct_en_200k_data_cosy2.json`, one JSON array (about 1 GB:
+read one item at a time) of
+    {"id": ..., "conversation": [{"from": "human" | "gpt", "text": str, "speech": str, "unit": ...}, ...]}
+`speech` names a wav relative to the audio root (an absolute path is used as it is). `unit` holds CosyVoice2
+tokens (vocabulary 6561, 25 Hz), not the K=1000 units omni's speech decoder learns, so they are dropped;
+the gpt turn's wav becomes `response_audio`, from which the builder's units step re-extracts units.
+Records: id, audio (the question wav, absolute), instruction, response, response_audio, duration.
+
+VoiceAssistant-400K (gpt-omni, Apache-2.0): parquet shards `data/train-*-of-00325.parquet` with columns
+    split_name (str), index (int), round (int), question (str), question_audio ({"bytes", "path"}),
+    answer (str), answer_snac (str)
+There is no answer audio: the builder's TTS speaks the answers when stage 2 needs them; answer_snac (SNAC
+codec tokens, not units) is dropped. `round`: a row is kept only when its round is the lowest among the rows
+sharing its split_name and index, the first exchange (a later one may lean on turns we do not have); where
+every row has its own split_name and index, every row is kept. The report counts rows per round. Question
+audio is decoded and written as `out/wavs/<id>.wav` (16 kHz mono, atomically; a rerun reuses wavs there).
+Records: id (<split_name>-<index>), audio (wavs/<id>.wav, relative), instruction, response, duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import soundfile
+from tqdm.auto import tqdm
+
+from data_recipes.builder.tts import write_wav
+from omni.audio import AudioError
+from omni.cli import run_command
+
+COSYVOICE_NOTE = (
+    "InstructS2S's `unit` fields (CosyVoice2 tokens, vocabulary 6561) were dropped, never used as K=1000 units: "
+    "the builder's units step re-extracts units from response_audio"
+)
+SNAC_NOTE = (
+    "VoiceAssistant has no answer audio and its answer_snac (SNAC codec tokens) was dropped: "
+    "the builder's TTS speaks the answers and its units step extracts their units when stage 2 needs them"
+)
+FIRST_TURN_NOTE = "first exchange of each dialogue only (first human turn, first gpt turn after it)"
+ROUND_KEY = ("split_name", "index", "round")
+VOICEASSISTANT_COLUMNS = ("split_name", "index", "round", "question", "question_audio", "answer")
+JSON_CHUNK = 1 << 20  # characters read at a time from a JSON array
+
+
+class _Skip(Exception):
+    """A record left out: `reason` is short, for counting; `detail` says which file or what went wrong."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def import_instructs2s(json_path: Path, audio_root: Path, out: Path, limit: int | None = None) -> dict:
+    """InstructS2S-200K's first exchanges into `out/records.jsonl` (at most `limit` records); returns the report."""
+    json_path, audio_root, out = Path(json_path), Path(audio_root), Path(out)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path}: no such file (expected instruct_en_200k_data_cosy2.json)")
+    if not audio_root.is_dir():
+        raise FileNotFoundError(f"{audio_root}: no such directory (the folder the `speech` wav names are under)")
+    report = _new_report("InstructS2S-200K", [json_path], [FIRST_TURN_NOTE, COSYVOICE_NOTE])
+    report |= {"audio_root": str(audio_root), "multi_turn_dialogues": 0, "without_response_audio": []}
+    seen = set()
+    with _records(out) as write:
+        for number, item in enumerate(tqdm(_json_array(json_path), desc="dialogues", unit=" dialogues")):
+            if limit is not None and report["records"] >= limit:
+                break
+            report["read"] += 1
+            record_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else str(number)
+            try:
+                if record_id in seen:
+                    raise _Skip("duplicate id")
+                seen.add(record_id)
+                write(_instructs2s_record(item, record_id, audio_root, report), report)
+            except _Skip as skip:
+                _skip(report["skipped"], record_id, skip)
+    return _finish(report, out)
+
+
+def _instructs2s_record(item: Any, record_id: str, audio_root: Path, report: dict) -> dict:
+    if not isinstance(item, dict) or not isinstance(item.get("conversation"), list):
+        raise _Skip("no conversation list")
+    turns = [turn for turn in item["conversation"] if isinstance(turn, dict)]
+    human = next((i for i, turn in enumerate(turns) if turn.get("from") == "human"), None)
+    if human is None:
+        raise _Skip("no human turn")
+    gpt = next((i for i in range(human + 1, len(turns)) if turns[i].get("from") == "gpt"), None)
+    if gpt is None:
+        raise _Skip("no gpt turn")
+    response = _text(turns[gpt].get("text"))
+    if response is None:
+        raise _Skip("empty answer text")
+    audio, duration = _wav(audio_root, turns[human].get("speech"), "question")
+    record = {"id": record_id, "audio": str(audio), "response": response, "duration": duration}
+    if instruction := _text(turns[human].get("text")):
+        record["instruction"] = instruction
+    try:
+        record["response_audio"] = str(_wav(audio_root, turns[gpt].get("speech"), "answer")[0])
+    except _Skip as skip:  # still a stage-1 record; the builder's TTS can speak the answer
+        _skip(report["without_response_audio"], record_id, skip)
+    if len(turns) > gpt + 1:
+        report["multi_turn_dialogues"] += 1
+    return record
+
+
+def _wav(root: Path, name: Any, what: str) -> tuple[Path, float]:
+    """A turn's wav (absolute) and its duration, checked readable from its header."""
+    if not isinstance(name, str) or not name.strip():
+        raise _Skip(f"no {what} speech")
+    path = Path(os.path.abspath(root / name))
+    if not path.is_file():
+        raise _Skip(f"missing {what} wav", str(path))
+    try:
+        info = soundfile.info(str(path))
+    except Exception as err:  # soundfile raises several types for unreadable input
+        raise _Skip(f"unreadable {what} wav", f"{path}: {err}") from err
+    if info.frames == 0:
+        raise _Skip(f"empty {what} wav", str(path))
+    return path, round(info.frames / info.samplerate, 3)
+
+
+def import_voiceassistant(parquet_paths: list[Path], out: Path, limit: int | None = None) -> dict:
+    """VoiceAssistant-400K's first-round rows into `out/records.jsonl` and `out/wavs/` (at most `limit`
+    records); returns the report."""
+    paths, out = [Path(path) for path in parquet_paths], Path(out)
+    total = 0
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (expected a VoiceAssistant-400K parquet shard)")
+        file = pq.ParquetFile(path)
+        if missing := {"question_audio", "answer"} - set(file.schema_arrow.names):
+            raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (VoiceAssistant-400K's layout expected)")
+        total += file.metadata.num_rows
+    lowest = _lowest_rounds(paths)
+    report = _new_report("VoiceAssistant-400K", paths, [FIRST_TURN_NOTE, SNAC_NOTE])
+    rounds, seen = Counter(), set()
+    with _records(out) as write:
+        for fallback_id, row in tqdm(_parquet_rows(paths), total=total, desc="rows", unit=" rows"):
+            if limit is not None and report["records"] >= limit:
+                break
+            report["read"] += 1
+            rounds[str(row.get("round"))] += 1
+            split, index = row.get("split_name"), row.get("index")
+            record_id = _safe_name(f"{split}-{index}" if split is not None and index is not None else fallback_id)
+            try:
+                if row.get("round") is not None and row["round"] != lowest.get((split, index), row["round"]):
+                    raise _Skip("later round", f"round {row['round']}")
+                if record_id in seen:
+                    raise _Skip("duplicate id")
+                seen.add(record_id)
+                write(_voiceassistant_record(row, record_id, out), report)
+            except _Skip as skip:
+                _skip(report["skipped"], record_id, skip)
+    report["rounds"] = dict(sorted(rounds.items()))
+    return _finish(report, out)
+
+
+def _voiceassistant_record(row: dict, record_id: str, out: Path) -> dict:
+    response = _text(row.get("answer"))
+    if response is None:
+        raise _Skip("empty answer text")
+    audio = row.get("question_audio")
+    data = audio.get("bytes") if isinstance(audio, dict) else None
+    if not data:
+        raise _Skip("no question audio")
+    wav = out / "wavs" / f"{record_id}.wav"
+    if wav.exists():  # written atomically by an earlier run: whole
+        duration = soundfile.info(str(wav)).duration
+    else:
+        try:
+            samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32")
+        except Exception as err:  # soundfile raises several types for undecodable bytes
+            raise _Skip("bad audio bytes", getattr(err, "error_string", None) or str(err)) from err
+        try:
+            duration = write_wav(samples, sample_rate, wav)
+        except AudioError as err:
+            raise _Skip("bad audio", str(err)) from err  # empty, silent or NaN
+    record = {"id": record_id, "audio": f"wavs/{wav.name}", "response": response, "duration": round(duration, 3)}
+    if instruction := _text(row.get("question")):
+        record["instruction"] = instruction
+    return record
+
+
+def _lowest_rounds(paths: list[Path]) -> dict[tuple, int]:
+    """(split_name, index) -> the lowest round among its rows, from a pass over these three columns only."""
+    lowest: dict[tuple, int] = {}
+    for path in paths:
+        file = pq.ParquetFile(path)
+        if not set(ROUND_KEY) <= set(file.schema_arrow.names):
+            continue
+        table = file.read(columns=list(ROUND_KEY))
+        for split, index, round_ in zip(*(table.column(name).to_pylist() for name in ROUND_KEY), strict=True):
+            if None not in (split, index, round_):
+                lowest[split, index] = min(lowest.get((split, index), round_), round_)
+    return lowest
+
+
+def _parquet_rows(paths: list[Path]) -> Iterator[tuple[str, dict]]:
+    """Each row (the columns used) with a fallback id, <file stem>-<row number>, a batch in memory at a time."""
+    for path in paths:
+        file = pq.ParquetFile(path)
+        columns = [name for name in VOICEASSISTANT_COLUMNS if name in file.schema_arrow.names]
+        number = 0
+        for batch in file.iter_batches(batch_size=64, columns=columns):
+            for row in batch.to_pylist():
+                yield f"{path.stem}-{number}", row
+                number += 1
+
+
+def _json_array(path: Path) -> Iterator[Any]:
+    """The items of a JSON array file, one at a time: json.load of InstructS2S's 1 GB would hold it all."""
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8") as file:
+        buffer, pos, offset, eof, started = "", 0, 0, False, False
+        while True:
+            while pos < len(buffer) and buffer[pos] in " \t\r\n,":
+                pos += 1
+            first = buffer[pos] if pos < len(buffer) else ""
+            if first and not started:
+                if first != "[":
+                    raise ValueError(f"{path}: expected a JSON array of dialogues, found {first!r} first")
+                started, pos = True, pos + 1
+                continue
+            if first == "]":
+                return
+            if first:
+                try:
+                    item, end = decoder.raw_decode(buffer, pos)
+                    if eof or (end < len(buffer) and buffer[end] in " \t\r\n,]"):  # else a number may go on
+                        yield item
+                        pos = end
+                        continue
+                except json.JSONDecodeError as err:
+                    if eof:
+                        raise ValueError(f"{path}: invalid JSON at character {offset + err.pos}: {err.msg}") from err
+            elif eof:
+                raise ValueError(f"{path}: {'ends inside the array' if started else 'empty, expected a JSON array'}")
+            chunk = file.read(JSON_CHUNK)
+            offset, buffer, pos, eof = offset + pos, buffer[pos:] + chunk, 0, not chunk
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _safe_name(name: str) -> str:
+    """An id usable as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
+def _new_report(source: str, inputs: list[Path], notes: list[str]) -> dict:
+    return {"source": source, "inputs": [str(p) for p in inputs], "read": 0, "records": 0, "duration_s": 0.0} | {
+        "skipped": [],
+        "notes": notes,
+    }
+
+
+def _skip(entries: list[dict], record_id: str, skip: _Skip) -> None:
+    entries.append({"id": record_id, "reason": skip.reason} | ({"detail": skip.detail} if skip.detail else {}))
+
+
+@contextlib.contextmanager
+def _records(out: Path) -> Iterator[Callable[[dict, dict], None]]:
+    """A writer of records, counted into the report; records.jsonl appears whole, when the import is done."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "records.jsonl.partial"
+    with partial.open("w") as file:
+
+        def write(record: dict, report: dict) -> None:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            report["records"] += 1
+            report["duration_s"] += record["duration"]
+
+        yield write
+    os.replace(partial, out / "records.jsonl")
+
+
+def _finish(report: dict, out: Path) -> dict:
+    report["duration_s"] = round(report["duration_s"], 1)
+    report["skipped_reasons"] = dict(Counter(entry["reason"] for entry in report["skipped"]).most_common())
+    report["skipped"] = report.pop("skipped")  # the long list last
+    partial = out / "import_report.json.partial"
+    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    os.replace(partial, out / "import_report.json")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Import a public spoken-instruction set into omni's records.")
+    sets = parser.add_subparsers(dest="set", required=True)
+    instructs2s = sets.add_parser("instructs2s", help="InstructS2S-200K: a JSON array and its wavs")
+    instructs2s.add_argument("--json", type=Path, required=True, help="instruct_en_200k_data_cosy2.json")
+    instructs2s.add_argument("--audio-root", type=Path, required=True, help="the folder its `speech` names are in")
+    voiceassistant = sets.add_parser("voiceassistant", help="VoiceAssistant-400K: parquet shards")
+    voiceassistant.add_argument("--parquet", type=Path, nargs="+", required=True, help="train-*-of-00325.parquet")
+    for command in (instructs2s, voiceassistant):
+        command.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and the report")
+        command.add_argument("--limit", type=int, help="stop after this many records (a quick look)")
+    args = parser.parse_args(argv)
+    if args.set == "instructs2s":
+        report = import_instructs2s(args.json, args.audio_root, args.out, args.limit)
+    else:
+        report = import_voiceassistant(args.parquet, args.out, args.limit)
+    print(
+        f"{report['records']} records ({report['duration_s']} s of questions) from {report['read']} read "
+        f"into {args.out / 'records.jsonl'}; skipped: {report['skipped_reasons'] or 'none'}; "
+        f"report: {args.out / 'import_report.json'}"
+    )
+
+
+if __name__ == "__main__":
+    run_command(main)
