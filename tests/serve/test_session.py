@@ -1,0 +1,54 @@
+"""The WebSocket conversation in process (Starlette's test client, the scripted generator): timing rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from starlette.testclient import TestClient
+
+from omni.serve import session
+from omni.serve.app import Settings, create_app
+from tests.serve.conftest import Script
+
+START = {"type": "start", "format": "f32", "chunk_size": 10, "sample_rate": 16000}
+SPEECH = np.zeros(8000, "<f4").tobytes()
+
+
+def client(**settings) -> TestClient:
+    return TestClient(create_app(Script(), Settings(**settings)))
+
+
+def events_until_end(ws) -> list[dict]:
+    events = []
+    while not events or events[-1]["type"] not in ("done", "error"):
+        event = ws.receive_json()
+        if event["type"] == "audio":
+            ws.receive_bytes()
+        events.append(event)
+    return events
+
+
+def test_a_question_without_end_times_out_and_frees_its_place(monkeypatch):
+    monkeypatch.setattr(session, "QUESTION_GRACE_S", 0.2)
+    with client(max_seconds=1.0) as http, http.websocket_connect("/v1/stream") as ws:
+        ws.send_json(START)
+        assert ws.receive_json()["type"] == "accepted"
+        assert http.get("/health").json()["listening"] == 1
+        error = ws.receive_json()
+        assert error["kind"] == "timeout" and http.get("/health").json()["active"] == 0
+        ws.send_json(START)  # a new start ends the skipping of the failed question
+        ws.send_bytes(SPEECH)
+        ws.send_json({"type": "end"})
+        assert events_until_end(ws)[-1]["type"] == "done"
+
+
+def test_questions_sent_back_to_back_are_answered_in_turn():
+    with client() as http, http.websocket_connect("/v1/stream") as ws:
+        for options in (START, START | {"chunk_size": -1}, START):  # the middle one is refused
+            ws.send_text(json.dumps(options))
+            ws.send_bytes(SPEECH)
+            ws.send_text(json.dumps({"type": "end"}))
+        answers = [events_until_end(ws) for _ in range(3)]
+    assert [a[-1]["type"] for a in answers] == ["done", "error", "done"]
+    assert answers[1][-1]["kind"] == "bad_message" and answers[0][0]["id"] != answers[2][0]["id"]
