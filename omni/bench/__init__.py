@@ -1,0 +1,1 @@
+"""Benchmarks that ship with the library, so that a machine holding only the repository and its venv runs them."""
