@@ -73,6 +73,8 @@ class AdaptorConfig:
     """k: encoder frames stacked into one LLM embedding (reference 5)"""
     hidden_size: int = 2048
     """width of the adaptor's hidden layer (reference 2048)"""
+    init_from: str | None = None
+    """an adaptor.safetensors stage 1 starts from (e.g. converted LLaMA-Omni's); null = fresh weights"""
 
     def __post_init__(self) -> None:
         check_positive(self, "stride", "hidden_size")
@@ -144,6 +146,14 @@ class SpeechDecoderConfig:
     """feed-forward width"""
     rope_theta: float = 10000.0
     """rotary position base"""
+    rope_scaling: dict[str, Any] | None = None
+    """rotary scaling as in a Hugging Face Llama config (LLaMA-Omni: Llama-3.1's llama3); null = none"""
+    rms_norm_eps: float = 1e-6
+    """RMSNorm epsilon of the decoder layers (LLaMA-Omni's inherit Llama-3.1's 1e-5)"""
+    alignment: Literal["at_token", "predicting"] = "at_token"
+    """LLM state per answer token: at_token = at it (training) | predicting = the one that chose it (LLaMA-Omni's)"""
+    init_from: str | None = None
+    """a speech decoder directory stage 2 starts from (e.g. converted LLaMA-Omni's); null = fresh weights"""
     attention_dropout: float = 0.0
     """dropout on attention weights"""
     attn_implementation: str = "sdpa"
@@ -153,6 +163,7 @@ class SpeechDecoderConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "num_units", "upsample", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        check_positive(self, "rms_norm_eps")
         check(self.hidden_size % self.num_heads == 0, "num_heads", f"must divide hidden_size {self.hidden_size}")
 
 

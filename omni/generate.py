@@ -8,7 +8,10 @@ After every text token the LLM's new hidden state goes through the speech decode
 units accumulate, and once at least `chunk_size` (Omega) new units exist they all go to the vocoder
 (the reference's semantics); the rest is flushed at the end. The decoder runs incrementally (only the
 new token's lambda frames, over cached keys and values) unless `incremental=False`, the reference's
-full-prefix recomputation; both give the same units.
+full-prefix recomputation; both give the same units. A decoder configured with `alignment: predicting`
+(LLaMA-Omni's released one) reads instead the state that chose each token, so a token's units are out
+before the LLM reads it. `--model` also takes LLaMA-Omni's released checkpoint, or the directory
+`python -m omni.convert.llama_omni` writes (its model/, decoder/ and vocoder/).
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import Literal
 import numpy as np
 import soundfile
 import torch
+from transformers import DynamicCache
 
 from omni.audio import load_audio
 from omni.data import Example, SpeechCollator
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
-from omni.vocoder.base import Vocoder, resample
+from omni.vocoder.base import Vocoder, load_vocoder, resample
 from omni.vocoder.streaming import StreamingVocoder
 
 
@@ -122,30 +126,32 @@ class SpeechGenerator:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
         embeds = self.model.inputs_embeds(batch)
         out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        past, logits, position = out.past_key_values, head(out.last_hidden_state[:, -1]), positions[:, -1:] + 1
+        past, state, position = out.past_key_values, out.last_hidden_state[:, -1:], positions[:, -1:] + 1
+        logits = head(state[:, -1])
         for i in range(len(clips)):
             yield Event("prefill", self._clock(start), request=i)
 
+        def llm_step(tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            """The LLM reads the picked tokens: their states (B, 1, H) and the logits of the next ones."""
+            nonlocal mask, past, position
+            mask = torch.cat([mask, mask.new_ones(len(clips), 1)], dim=1)
+            ids = torch.tensor(tokens, device=self.device)[:, None]
+            out = body(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=past, use_cache=True)
+            past, position = out.past_key_values, position + 1
+            return out.last_hidden_state, head(out.last_hidden_state[:, -1])
+
         requests = [_Request(StreamingVocoder(self.vocoder, self.join), self.decoder.blank) for _ in clips]
         ends, pad = self.model.prompt.end_of_turn_ids, min(self.model.prompt.end_of_turn_ids)
+        predicting = self.decoder.config.alignment == "predicting"
         cache, states = None, []
         for _ in range(max_new_tokens):
             tokens = [
                 pad if r.done else self._pick(logits[i], do_sample, temperature, top_p) for i, r in enumerate(requests)
             ]
-            mask = torch.cat([mask, mask.new_ones(len(clips), 1)], dim=1)
-            ids = torch.tensor(tokens, device=self.device)[:, None]
-            out = body(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=past, use_cache=True)
-            past, state, position = out.past_key_values, out.last_hidden_state, position + 1  # the tokens' states
-            logits = head(state[:, -1])
-            if self.incremental:
-                frames, cache = self.decoder.step(state, cache)
-            else:  # the reference: the whole prefix again, keeping the new token's frames
-                states.append(state)
-                prefix = torch.cat(states, dim=1)
-                lengths = torch.full((len(clips),), prefix.shape[1], device=self.device)
-                frames = self.decoder(prefix, lengths)[0][:, -self.decoder.config.upsample :]
-            labels = frames.argmax(-1).tolist()
+            if not predicting:
+                state, logits = llm_step(tokens)  # the tokens' own states
+            # "predicting": `state` chose these tokens, so their units need not wait for the LLM's next step
+            labels, cache = self._unit_labels(state, cache, states)
             for i, r in enumerate(requests):
                 if not r.done:
                     yield from self._advance(r, i, tokens[i], labels[i], chunk_size, start)
@@ -153,9 +159,24 @@ class SpeechGenerator:
                         yield from self._finish(r, i, start)
             if all(r.done for r in requests):
                 break
+            if predicting:
+                state, logits = llm_step(tokens)  # the states that choose the next tokens
         for i, r in enumerate(requests):
             if not r.done:
                 yield from self._finish(r, i, start)
+
+    def _unit_labels(
+        self, state: torch.Tensor, cache: DynamicCache | None, states: list[torch.Tensor]
+    ) -> tuple[list[list[int]], DynamicCache | None]:
+        """Best class of each decoder frame of the new answer states (B, 1, H), per request."""
+        if self.incremental:
+            frames, cache = self.decoder.step(state, cache)
+        else:  # the reference: the whole prefix again, keeping the new token's frames
+            states.append(state)
+            prefix = torch.cat(states, dim=1)
+            lengths = torch.full((len(prefix),), prefix.shape[1], device=self.device)
+            frames = self.decoder(prefix, lengths)[0][:, -self.decoder.config.upsample :]
+        return frames.argmax(-1).tolist(), cache
 
     def _advance(
         self, r: _Request, i: int, token: int, labels: list[int], chunk_size: int | None, start: float
@@ -212,14 +233,46 @@ class _Request:
     done: bool = False
 
 
-def main(argv: list[str] | None = None) -> None:
-    from omni.vocoder.mel_unit import MelUnitVocoder
+DEMO_PARTS = (Path("runs/stage1_demo/model"), Path("runs/stage2_demo/model"), Path("runs/vocoder_demo/model"))
 
+
+def load_parts(
+    model: Path | None, decoder: Path | None, vocoder: Path | None, device: str = "cpu"
+) -> tuple[OmniModel, SpeechDecoder, Vocoder]:
+    """The three parts `main` speaks with. `model` is a stage-1 model directory, a directory holding model/,
+    decoder/ and vocoder/ (what `omni.convert.llama_omni` writes), or LLaMA-Omni's released checkpoint itself;
+    a part not named comes from there, else from the demo's runs."""
+    from omni.convert.llama_omni import DECODER_DIR, MODEL_DIR, VOCODER_DIR, is_llama_omni, load_llama_omni
+
+    model = model or DEMO_PARTS[0]
+    if is_llama_omni(model):
+        bundle = model
+        omni_model, speech_decoder = load_llama_omni(model)
+        if decoder is not None:  # another decoder for the released model
+            speech_decoder = SpeechDecoder.from_pretrained(decoder)
+        if not (vocoder or (bundle / VOCODER_DIR).is_dir()):
+            raise FileNotFoundError("name LLaMA-Omni's unit vocoder: --vocoder DIR (g_00500000 and config.json)")
+    else:
+        bundle = model if (model / MODEL_DIR).is_dir() and (model / DECODER_DIR).is_dir() else None
+        if bundle is not None:
+            model, decoder = bundle / MODEL_DIR, decoder or bundle / DECODER_DIR
+        omni_model = OmniModel.from_pretrained(model)
+        speech_decoder = SpeechDecoder.from_pretrained(decoder or DEMO_PARTS[1])
+    if vocoder is None:
+        vocoder = bundle / VOCODER_DIR if bundle and (bundle / VOCODER_DIR).is_dir() else DEMO_PARTS[2]
+    return omni_model.to(device), speech_decoder.to(device), load_vocoder(vocoder, device)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio", type=Path, help="the spoken question (any format soundfile reads)")
-    parser.add_argument("--model", type=Path, default=Path("runs/stage1_demo/model"), help="stage-1 model")
-    parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"), help="speech decoder")
-    parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"), help="unit vocoder")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help=f"stage-1 model, converted LLaMA-Omni directory or LLaMA-Omni's checkpoint (default {DEMO_PARTS[0]})",
+    )
+    parser.add_argument("--decoder", type=Path, help=f"speech decoder (default: the model's, else {DEMO_PARTS[1]})")
+    parser.add_argument("--vocoder", type=Path, help=f"unit vocoder (default: the model's, else {DEMO_PARTS[2]})")
     parser.add_argument("--chunk-size", type=int, default=40, help="Omega: minimum units per vocoder call; 0 = offline")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -231,15 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     question = load_audio(args.audio)  # a bad question fails before the models load
-    vocoder = MelUnitVocoder.from_pretrained(args.vocoder)
-    vocoder.unit_to_mel.to(args.device)
-    vocoder.hifigan.to(args.device)
-    generator = SpeechGenerator(
-        OmniModel.from_pretrained(args.model).to(args.device),
-        SpeechDecoder.from_pretrained(args.decoder).to(args.device),
-        vocoder,
-        join=args.join,
-    )
+    generator = SpeechGenerator(*load_parts(args.model, args.decoder, args.vocoder, args.device), join=args.join)
     events = generator(
         question, args.chunk_size or None, args.max_new_tokens, args.sample, args.temperature, args.top_p
     )

@@ -43,16 +43,18 @@ def open_or_build(
     rank: int = 0,
     world: int = 1,
     barrier: Callable[[], None] = lambda: None,
+    alignment: str = "at_token",
 ) -> HiddenCacheDataset:
     """The finished cache of `dataset`'s answers under the model in `model_dir`, joined with their units.
 
-    Shards missing or stale (another model, data or shard size) are built first, each of `world` processes
-    writing its share (`barrier` waits for all of them); the model is loaded only when there is work.
+    Shards missing or stale (another model, data, alignment or shard size) are built first, each of `world`
+    processes writing its share (`barrier` waits for all of them); the model is loaded only when there is work.
+    `alignment` is the decoder's (`OmniModel.response_hidden_states`).
     """
     directory = Path(directory)
-    key = fingerprint(model_dir, dataset)
+    key = fingerprint(model_dir, dataset, alignment)
     if missing_shards(directory, key, len(dataset), shard_size, rank, world):
-        build_cache(load_model(), dataset, directory, key, batch_size, shard_size, rank, world)
+        build_cache(load_model(), dataset, directory, key, batch_size, shard_size, rank, world, alignment)
     barrier()
     if rank == 0:
         finish_cache(directory, key, len(dataset), shard_size)
@@ -67,10 +69,12 @@ def model_signature(model_dir: str | Path) -> str:
     return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
 
 
-def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset) -> str:
-    """Changes when the model's files change or what the LLM sees of the records does (not their units)."""
-    answers = dataset.signature(with_units=False)
-    return hashlib.sha1(json.dumps([model_signature(model_dir), answers]).encode()).hexdigest()
+def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset, alignment: str = "at_token") -> str:
+    """Changes when the model's files change, what the LLM sees of the records does (not their units) or
+    which states are read (at_token, the default, keeps the keys of caches built before alignments existed)."""
+    parts = [model_signature(model_dir), dataset.signature(with_units=False)]
+    parts += [alignment] if alignment != "at_token" else []
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
 
 
 def shard_path(directory: Path, shard: int) -> Path:
@@ -95,6 +99,7 @@ def build_cache(
     shard_size: int = SHARD_SIZE,
     rank: int = 0,
     world: int = 1,
+    alignment: str = "at_token",
 ) -> Path:
     """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
@@ -110,7 +115,7 @@ def build_cache(
             for first in range(start, stop, batch_size):
                 examples = [dataset[i] for i in range(first, min(first + batch_size, stop))]
                 batch = {k: v.to(device) for k, v in collate(examples).items()}
-                hidden, lengths = model.response_hidden_states(batch)
+                hidden, lengths = model.response_hidden_states(batch, alignment)
                 for row, ex in enumerate(examples):
                     parts["hidden"].append(hidden[row, : lengths[row]].cpu())
                     parts["lengths"].append(lengths[row : row + 1].cpu())

@@ -135,14 +135,22 @@ class OmniModel(nn.Module):
         )
 
     @torch.no_grad()
-    def response_hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer states after the final norm at the answer's positions (labels != -100), what the
-        speech decoder reads: (B, M, H) right-padded, and M per row. Runs the decoder stack without the
-        LM head, so no vocabulary-sized logits are made."""
+    def response_hidden_states(
+        self, batch: dict[str, torch.Tensor], alignment: str = "at_token"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states after the final norm, one per answer token (labels != -100), what the speech
+        decoder reads: (B, M, H) right-padded, and M per row. `alignment` (the decoder's): "at_token" takes
+        the states at the answer's positions, "predicting" those one position earlier, which predicted them.
+        Runs the decoder stack without the LM head, so no vocabulary-sized logits are made."""
         hidden = self.base_llm.get_decoder()(
             inputs_embeds=self.inputs_embeds(batch), attention_mask=batch["attention_mask"], use_cache=False
         ).last_hidden_state
-        return select_rows(hidden, batch["labels"] != IGNORE_INDEX)
+        answer = batch["labels"] != IGNORE_INDEX
+        if alignment == "predicting":  # the answer always follows a prompt, so position p - 1 exists
+            answer = torch.cat([answer[:, 1:], answer.new_zeros(answer.shape[0], 1)], dim=1)
+        elif alignment != "at_token":
+            raise ValueError(f"alignment must be at_token or predicting, got {alignment!r}")
+        return select_rows(hidden, answer)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **kwargs) -> list[str]:

@@ -3,8 +3,10 @@
     hidden (B, M, H_llm) -> input projection -> each state repeated lambda times -> causal Llama layers
     -> output projection to K + 1 classes (blank = K) -> CTC against the answer's units
 
-It reads the LLM's last-layer hidden states after the final norm, at the response positions only
-(the answer's tokens and its end-of-turn token). Being causal, the frames of a token see only earlier
+It reads the LLM's last-layer hidden states after the final norm, one per answer token (its tokens and
+its end-of-turn token): by default the state at each token, as both omni and LLaMA-Omni train; with
+`alignment: predicting` the state that predicted it (the last prompt state, then the states at tokens 1 to
+N-1), which is what LLaMA-Omni's inference feeds its decoder. Being causal, the frames of a token see only earlier
 tokens, which is what lets streaming emit units while the text is still being written.
 Projecting before repeating gives the reference's result (the projection acts per frame) at 1/lambda
 of its cost.
@@ -43,6 +45,8 @@ class SpeechDecoder(nn.Module):
             num_attention_heads=config.num_heads,
             num_key_value_heads=config.num_heads,  # full multi-head attention, as the reference
             rope_theta=config.rope_theta,
+            rope_scaling=dict(config.rope_scaling) if config.rope_scaling else None,
+            rms_norm_eps=config.rms_norm_eps,
             attention_dropout=config.attention_dropout,
             max_position_embeddings=32768,
             bos_token_id=None,

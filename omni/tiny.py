@@ -4,17 +4,24 @@
 
 They are real openai-whisper and Hugging Face Llama checkpoints with random weights, small enough
 that a training step takes milliseconds; the code path is exactly the one the 8B model takes.
+`tiny_llama_omni` writes a checkpoint in the exact layout LLaMA-Omni released (`omni.convert.llama_omni`),
+and `tiny_code_hifigan` a fairseq unit vocoder in the layout of its `g_00500000`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from whisper.model import ModelDimensions, Whisper
 
 from omni.config import REFERENCE_SYSTEM_PROMPT, REFERENCE_USER_PROMPT
@@ -55,17 +62,22 @@ def tiny_whisper(path: Path, n_mels: int = 80, width: int = 64, seed: int = 0) -
     return path
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def _byte_bpe(special_tokens: list[str], pre_tokenizer: pre_tokenizers.PreTokenizer) -> Tokenizer:
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tok = _byte_bpe(SPECIAL_TOKENS, pre_tokenizers.ByteLevel(add_prefix_space=False))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -94,6 +106,213 @@ def tiny_llm(directory: Path, width: int = 64, layers: int = 2, seed: int = 0) -
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+# Llama 3's tokenizer conventions: its special tokens, its pre-tokenizer split, a BOS added to every encoding
+LLAMA3_SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|finetune_right_pad_id|>",
+]
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+LLAMA3_TEMPLATE = (  # Llama 3's chat template, without Llama-3.1's knowledge-date lines in the system turn
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{{ message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+
+def tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with Llama 3's special tokens and split; like Llama 3's, it adds <|begin_of_text|>."""
+    split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated")
+    tok = _byte_bpe(LLAMA3_SPECIAL_TOKENS, pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(False, False)]))
+    bos = LLAMA3_SPECIAL_TOKENS[0]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token="<|eot_id|>", chat_template=LLAMA3_TEMPLATE
+    )
+
+
+def tiny_llama_omni(
+    directory: Path,
+    width: int = 64,
+    encoder_in_shards: bool = False,
+    encoder_file: bool = True,
+    rms_norm_eps: float = 1e-5,
+    seed: int = 0,
+) -> Path:
+    """A random checkpoint in the layout of LLaMA-Omni's release, scaled down: config.json with its speech fields
+    and leftovers, two safetensors shards with an index and the released key names, a Llama-3-style tokenizer, and
+    the openai-whisper checkpoint `speech_encoder` names (under the directory, as models/speech_encoder/large-v3.pt
+    lies under the reference's working directory). `encoder_in_shards` also stores the encoder as
+    `model.speech_encoder.*`; `encoder_file=False` leaves the file out. Whisper: 128 mels, width 128, head dim 64."""
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    tokenizer = tiny_llama3_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAMA3_SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rms_norm_eps=rms_norm_eps,
+        rope_theta=500000.0,
+        rope_scaling=dict(ROPE_SCALING),  # transformers adds rope_theta to the dict it is given
+        bos_token_id=ids["<|begin_of_text|>"],
+        eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
+        tie_word_embeddings=False,
+    )
+    state = LlamaForCausalLM(config).state_dict()
+    adaptor, k = 32, 5  # the reference's 2048 hidden, scaled down; its frame stacking
+    state |= _linear("model.speech_projector.linear1", 128 * k, adaptor)
+    state |= _linear("model.speech_projector.linear2", adaptor, width)
+    layers, decoder_width, heads, ffn = 2, 64, 4, 128  # ctc_decoder_config, scaled from (2,4096,32,11008)
+    generator = copy.deepcopy(config)  # the reference builds its layers from a copy of the main config
+    generator.hidden_size, generator.num_attention_heads, generator.num_key_value_heads = decoder_width, heads, heads
+    generator.intermediate_size, generator.head_dim = ffn, decoder_width // heads
+    state |= _linear("speech_generator.input_proj", width, decoder_width, gain=8.0)
+    for i in range(layers):
+        layer = LlamaDecoderLayer(generator, i)
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            nn.init.normal_(norm.weight, 1.0, 0.2)  # not all ones, so that a misplaced norm weight shows
+        state |= {f"speech_generator.layers.{i}.{name}": value for name, value in layer.state_dict().items()}
+    state |= _linear("speech_generator.output_proj", decoder_width, 1001, gain=8.0)
+    whisper = tiny_whisper(directory / "models" / "speech_encoder" / "large-v3.pt", n_mels=128, width=128)
+    if encoder_in_shards:
+        encoder = torch.load(whisper, weights_only=True)["model_state_dict"]
+        state |= {f"model.speech_encoder.{k[8:]}": v for k, v in encoder.items() if k.startswith("encoder.")}
+    if not encoder_file:
+        whisper.unlink()
+    _save_shards({k: v.contiguous() for k, v in state.items()}, directory)
+    release = {
+        "_name_or_path": "/path/to/Llama-3.1-8B-Instruct",
+        "architectures": ["OmniSpeech2SLlamaForCausalLM"],
+        "model_type": "omni_speech2s_llama",
+        "torch_dtype": "float32",  # the release's is float16
+        "transformers_version": "4.43.4",
+        **{key: value for key, value in config.to_dict().items() if key in LLAMA_KEYS},
+        "rope_theta": 500000.0,
+        "rope_scaling": dict(ROPE_SCALING),
+        "speech_encoder": "models/speech_encoder/large-v3.pt",
+        "speech_encoder_type": "whisper",
+        "speech_encoder_hidden_size": 128,
+        "speech_encoder_ds_rate": k,
+        "speech_projector_type": "linear",
+        "speech_generator_type": "ctc",
+        "ctc_decoder_config": f"({layers},{decoder_width},{heads},{ffn})",
+        "ctc_upsample_factor": 25,
+        "ctc_loss_weight": 1.0,
+        "unit_vocab_size": 1000,
+        "tune_speech_generator_only": True,
+        "tokenizer_model_max_length": 2048,
+        "tokenizer_padding_side": "right",
+        "speech_normalize": False,
+        "freeze_speech_projector": False,
+    }
+    (directory / "config.json").write_text(json.dumps(release, indent=2))
+    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    (directory / "generation_config.json").write_text(json.dumps(generation))
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+# Llama-3.1's rope scaling, with a short original context so that the scaling changes tiny models' outputs
+ROPE_SCALING = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+    "rope_type": "llama3",
+}
+LLAMA_KEYS = {  # what a transformers-4.43 Llama config.json holds besides rope_theta and rope_scaling
+    "attention_bias",
+    "attention_dropout",
+    "bos_token_id",
+    "eos_token_id",
+    "hidden_act",
+    "hidden_size",
+    "initializer_range",
+    "intermediate_size",
+    "max_position_embeddings",
+    "mlp_bias",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "pretraining_tp",
+    "rms_norm_eps",
+    "tie_word_embeddings",
+    "use_cache",
+    "vocab_size",
+}
+
+
+def _linear(name: str, inputs: int, outputs: int, gain: float = 1.0) -> dict[str, torch.Tensor]:
+    """nn.Linear's initial weights, times `gain` (the speech decoder's: so that a random one's units change with its
+    input, as a trained one's do, instead of following its biases)."""
+    layer = nn.Linear(inputs, outputs)
+    return {f"{name}.weight": layer.weight.detach() * gain, f"{name}.bias": layer.bias.detach()}
+
+
+def _save_shards(state: dict[str, torch.Tensor], directory: Path, shards: int = 2) -> None:
+    """`model-0000i-of-0000n.safetensors` and `model.safetensors.index.json`, as `save_pretrained` shards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = list(state)
+    weight_map = {}
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i * len(keys) // shards : (i + 1) * len(keys) // shards]
+        save_file({k: state[k] for k in part}, directory / name, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, name)
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+TINY_CODE_HIFIGAN = {  # fairseq's unit vocoder config.json keys (mHuBERT km1000), with small widths
+    "resblock": "1",
+    "num_embeddings": 1000,
+    "embedding_dim": 16,
+    "model_in_dim": 16,
+    "upsample_rates": [5, 4, 4, 2, 2],
+    "upsample_kernel_sizes": [11, 8, 8, 4, 4],
+    "upsample_initial_channel": 32,
+    "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    "dur_predictor_params": {
+        "encoder_embed_dim": 16,
+        "var_pred_hidden_dim": 16,
+        "var_pred_kernel_size": 3,
+        "var_pred_dropout": 0.5,
+    },
+    "f0": False,
+    "code_hop_size": 320,
+    "sampling_rate": 16000,
+}
+
+
+def tiny_code_hifigan(directory: Path, seed: int = 0) -> Path:
+    """A random unit HiFi-GAN as LLaMA-Omni's vocoder/ holds it: `g_00500000` ({"generator": state}) and config.json."""
+    from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig
+
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = CodeHifiGan(CodeHifiGanConfig.from_dict(TINY_CODE_HIFIGAN))
+    torch.save({"generator": model.state_dict()}, directory / "g_00500000")
+    (directory / "config.json").write_text(json.dumps(TINY_CODE_HIFIGAN))
     return directory
 
 

@@ -89,6 +89,8 @@ def test_fingerprint_follows_model_and_answers_not_units(toy_dir, tmp_path):
     first = fingerprint(model, dataset(rows))
     assert fingerprint(model, dataset([r | {"units": [7, 8]} for r in rows])) == first  # new units: cache still valid
     assert fingerprint(model, dataset([rows[0] | {"response": "Another."}, *rows[1:]])) != first
+    assert fingerprint(model, dataset(rows), "predicting") != first  # other states: another cache
+    assert fingerprint(model, dataset(rows), "at_token") == first
     (model / "adaptor.safetensors").write_bytes(b"ab")
     assert fingerprint(model, dataset(rows)) != first
 

@@ -158,6 +158,11 @@ def test_response_states_are_the_final_normed_states_at_answer_positions(omni, t
     # the end-of-turn token is among them
     last = keep[0].nonzero().max()
     assert batch["input_ids"][0, last].item() in omni.prompt.end_of_turn_ids
+    # "predicting": the states that chose them, one position earlier (the first is the prompt's last)
+    chose, counts = omni.response_hidden_states(batch, "predicting")
+    assert torch.equal(counts, lengths)
+    for row in range(2):
+        torch.testing.assert_close(chose[row, : lengths[row]], full[row][keep[row].nonzero()[:, 0] - 1])
 
 
 def test_loss_reads_the_answer_not_the_question(omni, toy_dir):

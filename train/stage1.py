@@ -14,6 +14,7 @@ from functools import partial
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 
 from omni.config import to_dict
 from omni.data import SpeechCollator, SpeechInstructionDataset
@@ -28,6 +29,8 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
     with accelerator.main_process_first():  # one process downloads; loading stays collective (ZeRO-3)
         whisper_checkpoint(config.model.encoder.name_or_path, config.model.encoder.download_root)
     model = OmniModel.from_config(config.model)
+    if config.model.adaptor.init_from:  # fine-tuning a saved adaptor (e.g. converted LLaMA-Omni's): same shapes
+        model.adaptor.load_state_dict(load_file(config.model.adaptor.init_from))
     if config.train.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.base_llm.config.use_cache = False

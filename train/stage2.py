@@ -69,6 +69,7 @@ def cached(
         accelerator.process_index,
         accelerator.num_processes,
         accelerator.wait_for_everyone,
+        config.decoder.alignment,
     )
     units = sum(len(u) for u in cache.units)
     accelerator.print(
@@ -116,7 +117,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
 
         def hidden_batch(batch: Batch) -> Batch:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            hidden, lengths = frozen.response_hidden_states(batch)
+            hidden, lengths = frozen.response_hidden_states(batch, config.decoder.alignment)
             return {
                 "hidden": hidden,
                 "lengths": lengths,
@@ -138,6 +139,8 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
 
     set_seed(config.train.seed)  # the decoder's initial weights; the unit evaluation rebuilds them as "untrained"
     decoder = SpeechDecoder(config.decoder, hidden_size)
+    if config.decoder.init_from:  # fine-tuning a saved decoder (e.g. converted LLaMA-Omni's): same shapes
+        decoder.load_state_dict(SpeechDecoder.from_pretrained(config.decoder.init_from).state_dict())
     if config.train.gradient_checkpointing:
         decoder.layers.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Trainer(

@@ -1,1 +1,1 @@
-"""The offline demo set: templated spoken-style instructions, built by the data builder (data_recipes/configs/demo.yaml)."""
+"""The offline demo set: templated spoken-style instructions, built by the data builder (configs/demo.yaml)."""

@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     untrained = SpeechDecoder(trained.config, trained.llm_hidden_size)
     data = SpeechInstructionDataset(args.data, num_units=trained.config.num_units)
     cached = open_or_build(
-        args.out / "hidden_cache", data, model_dir, lambda: OmniModel.from_pretrained(model_dir).eval(), args.batch_size
+        args.out / "hidden_cache",
+        data,
+        model_dir,
+        lambda: OmniModel.from_pretrained(model_dir).eval(),
+        args.batch_size,
+        alignment=trained.config.alignment,
     )
     loader = DataLoader(cached, batch_size=args.batch_size, collate_fn=collate_hidden)
     results, rows = {}, {}
