@@ -35,6 +35,7 @@ for each, to choose K. A rerun with the same settings does nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -104,6 +105,12 @@ def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tup
     return all_runs, stats
 
 
+def manifests_signature(data: Path) -> str:
+    """A hash of the records the units are made for (their manifests' text)."""
+    text = "".join((data / f"{split}.jsonl").read_text() for split in SPLITS)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def build_units(
     data: Path,
     encoder: str,
@@ -128,6 +135,7 @@ def build_units(
         "compare_k": list(compare),
         "standardise": standardise,
         "fields": ["units", "unit_durations"],  # a report without durations is rebuilt
+        "records": manifests_signature(data),  # new or changed records are quantised again
     }
     report_path = out / "report.json"
     if report_path.is_file() and json.loads(report_path.read_text()).get("settings") == settings:

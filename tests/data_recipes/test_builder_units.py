@@ -53,6 +53,11 @@ def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
     again = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3, compare=(2, 8))
     assert again == report and (out / "train.jsonl").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(Codebook.load(out / "codebook.safetensors").centroids, codebook.centroids)
+    # a record more (a build extended): the units are made again, for every record
+    lines = (demo_dir / "train.jsonl").read_text().splitlines()
+    (demo_dir / "train.jsonl").write_text("\n".join([*lines, lines[0].replace('"train-0"', '"train-extra"')]) + "\n")
+    grown = build_units(demo_dir, encoder, layer=1, size=4, out=out, batch_size=3)
+    assert grown["splits"]["train"]["records"] == 7 and len((out / "train.jsonl").read_text().splitlines()) == 7
 
 
 def test_answers_without_speech_are_named(demo_dir, tiny_dir):
