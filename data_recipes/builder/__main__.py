@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,14 @@ def finish(config: BuildConfig) -> dict:
 
 
 def run_processes(args: argparse.Namespace, config: BuildConfig) -> dict:
-    """`--processes P`: P shard processes on this machine, then the merge."""
+    """`--processes P`: P shard processes on this machine, then the merge. Each gets its share of the cores
+    for its math threads: P processes each running on every core would fight over them."""
     base = [sys.executable, "-m", "data_recipes.builder", "build", "--config", args.config]
+    threads = str(max(1, (os.cpu_count() or 1) // args.processes))
+    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    shard = ["--num-shards", str(args.processes)]
     children = [
-        subprocess.Popen([*base, "--num-shards", str(args.processes), "--shard-index", str(i), *args.overrides])
+        subprocess.Popen([*base, *shard, "--shard-index", str(i), *args.overrides], env=env)
         for i in range(args.processes)
     ]
     failed = [i for i, child in enumerate(children) if child.wait() != 0]

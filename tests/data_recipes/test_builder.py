@@ -226,6 +226,9 @@ def test_sharded_build_gives_the_same_records(tmp_path, endpoint):
         a = soundfile.read(tmp_path / "a" / "out" / record["audio"])[0]
         b = soundfile.read(tmp_path / "b" / "out" / record["audio"])[0]
         assert (a == b).all()
+    (tmp_path / "c").mkdir()  # two local processes, then the merge
+    build(write_config(tmp_path / "c", url), "--processes", "2")
+    assert records(tmp_path / "c" / "out") == records(tmp_path / "a" / "out")
     report = json.loads((tmp_path / "b" / "out" / "report.json").read_text())
     assert report["shards"] == 3 and len(list((tmp_path / "b" / "out" / "work").glob("shard-*-of-00003"))) == 3
 
