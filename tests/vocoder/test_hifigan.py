@@ -18,32 +18,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from omni import assets
+from omni.tiny import TINY_CODE_HIFIGAN
 from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, load_code_hifigan
 from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator, hifigan_asset_dir, load_hifigan
 from omni.vocoder.mel import log_mel
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata, 16 kHz
 SMALL = HifiGanConfig(upsample_initial_channel=32)
-CODE_CONFIG = {  # fairseq's unit vocoder config.json keys, with small widths
-    "resblock": "1",
-    "num_embeddings": 1000,
-    "embedding_dim": 16,
-    "model_in_dim": 16,
-    "upsample_rates": [5, 4, 4, 2, 2],
-    "upsample_kernel_sizes": [11, 8, 8, 4, 4],
-    "upsample_initial_channel": 32,
-    "resblock_kernel_sizes": [3, 7, 11],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-    "dur_predictor_params": {
-        "encoder_embed_dim": 16,
-        "var_pred_hidden_dim": 16,
-        "var_pred_kernel_size": 3,
-        "var_pred_dropout": 0.5,
-    },
-    "f0": False,
-    "code_hop_size": 320,
-    "sampling_rate": 16000,
-}
+CODE_CONFIG = TINY_CODE_HIFIGAN  # fairseq's unit vocoder config.json keys, with small widths
 
 
 def weight_normed(model: nn.Module, seed: int = 0) -> nn.Module:
