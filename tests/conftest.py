@@ -132,6 +132,20 @@ def train_vocoder(answers: Path, tiny_hifigan: Path, out: Path, *extra: str) -> 
     return train_vocoder_main(["--config", config, *overrides, *extra])
 
 
+def scaled_tiny_llm(tiny_dir: Path):
+    """The tiny random Llama, its layers' matrices scaled up: at the default initialisation the residual
+    stream is nearly the input embedding, so with tied embeddings every answer just repeats the prompt's
+    last token; scaled, greedy answers depend on the whole prompt (and differ between prompts)."""
+    from transformers import AutoModelForCausalLM
+
+    llm = AutoModelForCausalLM.from_pretrained(tiny_dir / "llm").eval()
+    with torch.no_grad():
+        for weight in llm.model.layers.parameters():
+            if weight.ndim == 2:
+                weight.mul_(10)
+    return llm
+
+
 def with_llm(config: ModelConfig, **changes) -> ModelConfig:
     return replace(config, llm=replace(config.llm, **changes))
 

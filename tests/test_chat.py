@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from omni.chat import chat_answers, chat_completions, chat_messages
+from tests.conftest import scaled_tiny_llm
 
 SYSTEM = "You are a helpful assistant."
 INSTRUCTIONS = ["hello", "What is the answer to one two three four five six seven?", "yes no maybe"]
@@ -15,15 +16,8 @@ INSTRUCTIONS = ["hello", "What is the answer to one two three four five six seve
 
 @pytest.fixture(scope="module")
 def llm_and_tokenizer(tiny_dir):
-    """The tiny random Llama, its layers' matrices scaled up: at the default initialisation the residual
-    stream is nearly the input embedding, so with tied embeddings every answer just repeats the prompt's
-    last token; scaled, greedy answers depend on the whole prompt (and differ between prompts)."""
-    llm = AutoModelForCausalLM.from_pretrained(tiny_dir / "llm").eval()
-    with torch.no_grad():
-        for weight in llm.model.layers.parameters():
-            if weight.ndim == 2:
-                weight.mul_(10)
-    return llm, AutoTokenizer.from_pretrained(tiny_dir / "llm")
+    """The scaled tiny Llama (see `scaled_tiny_llm`) and its tokenizer."""
+    return scaled_tiny_llm(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir / "llm")
 
 
 def greedy_alone(llm, tokenizer, instruction: str, system: str | None, max_new_tokens: int) -> list[int]:

@@ -20,6 +20,7 @@ from data_recipes.builder.source import load_source
 from data_recipes.builder.store import StepLog
 from omni.config import load_config
 from omni.data import SpeechInstructionDataset
+from omni.serve.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = Path(__file__).with_name("echo_chat_server.py")
@@ -36,12 +37,6 @@ INSTRUCTIONS = [
     {"id": "q9", "instruction": "What do bees make?"},
     {"id": "q10", "instruction": "Which planet is the largest?"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

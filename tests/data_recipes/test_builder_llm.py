@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from data_recipes.builder import llm as builder_llm
 from data_recipes.builder.llm import LLMBackendConfig, LLMError, OpenAIChat, TransformersChat, make_backend
 from omni.config import ConfigError, from_dict
+from omni.serve.launch import free_port
+from tests.conftest import scaled_tiny_llm
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_SERVER = Path(__file__).with_name("fake_chat_server.py")
@@ -43,12 +43,6 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -62,11 +56,7 @@ def stop(process: subprocess.Popen) -> None:
 def llm_dir(tiny_dir, tmp_path_factory) -> Path:
     """The tiny random Llama with its layers' matrices scaled up (as in tests/test_chat.py: otherwise every
     answer repeats the prompt's last token), saved so that the server process loads the same model."""
-    llm = AutoModelForCausalLM.from_pretrained(tiny_dir / "llm")
-    with torch.no_grad():
-        for weight in llm.model.layers.parameters():
-            if weight.ndim == 2:
-                weight.mul_(10)
+    llm = scaled_tiny_llm(tiny_dir)
     directory = tmp_path_factory.mktemp("scaled") / "llm"
     llm.save_pretrained(directory)
     AutoTokenizer.from_pretrained(tiny_dir / "llm").save_pretrained(directory)
