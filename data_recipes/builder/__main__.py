@@ -21,6 +21,7 @@ from pathlib import Path
 
 from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.pipeline import ShardBuild, merge
+from data_recipes.builder.store import write_atomic
 from data_recipes.builder.units import build_units_step
 from omni.config import annotate_yaml, load_config
 
@@ -35,7 +36,7 @@ def finish(config: BuildConfig) -> dict:
     report = merge(config)
     if config.units.enabled:
         report["units"] = build_units_step(config)
-        (Path(config.out) / "report.json").write_text(json.dumps(report, indent=2))
+        write_atomic(Path(config.out) / "report.json", json.dumps(report, indent=2))
     return report
 
 

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 import soundfile
 from tqdm.auto import tqdm
 
+from data_recipes.builder.store import write_atomic
 from data_recipes.builder.tts import write_wav
 from omni.audio import AudioError
 from omni.cli import run_command
@@ -301,9 +302,7 @@ def _finish(report: dict, out: Path) -> dict:
     report["duration_s"] = round(report["duration_s"], 1)
     report["skipped_reasons"] = dict(Counter(entry["reason"] for entry in report["skipped"]).most_common())
     report["skipped"] = report.pop("skipped")  # the long list last
-    partial = out / "import_report.json.partial"
-    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    os.replace(partial, out / "import_report.json")
+    write_atomic(out / "import_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
 
