@@ -157,19 +157,19 @@ class SpeechInstructionDataset(Dataset):
         name = f" (id {row['id']!r})" if "id" in row else ""
         return f"{self.path}, {self._row_name} {self._numbers[index]}{name}"
 
-    def _audio_path(self, value: str) -> Path:
+    def audio_path(self, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else self.path.parent / path
 
     def _source(self, audio: str | dict) -> tuple[Any, int] | io.BytesIO | Path:
         """Where a record's audio is: samples and their rate in the record, encoded bytes, or a file."""
         if isinstance(audio, str):
-            return self._audio_path(audio)
+            return self.audio_path(audio)
         if audio.get("array") is not None:
             return audio["array"], int(audio["sampling_rate"])
         if audio.get("bytes"):
             return io.BytesIO(audio["bytes"])
-        return self._audio_path(audio["path"])
+        return self.audio_path(audio["path"])
 
     def _check(self, index: int, row: dict, check_audio_files: bool) -> None:
         """Raise a DataError carrying the record's first problem, if it has one."""
@@ -205,8 +205,8 @@ class SpeechInstructionDataset(Dataset):
         opened (not decoded) to check they are readable and long enough to give a speech embedding."""
         if audio is None:
             return "missing"
-        if isinstance(audio, str) and not self._audio_path(audio).is_file():
-            return f"file not found: {self._audio_path(audio)}"
+        if isinstance(audio, str) and not self.audio_path(audio).is_file():
+            return f"file not found: {self.audio_path(audio)}"
         if isinstance(audio, dict):
             in_record = audio.get("array") is not None and audio.get("sampling_rate")
             if not (in_record or audio.get("bytes") or audio.get("path")):
@@ -249,7 +249,7 @@ class SpeechInstructionDataset(Dataset):
         for row in self.rows:
             audio = row["audio"]
             if isinstance(audio, str):
-                path = self._audio_path(audio)
+                path = self.audio_path(audio)
                 audio = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
             entries.append([row.get("id"), row.get("response"), audio, row.get("units") if with_units else None])
         return hashlib.sha1(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
