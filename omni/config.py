@@ -126,6 +126,10 @@ class PromptConfig:
     """text in the user turn replaced by the speech embeddings"""
     end_of_turn: str | None = None
     """token that ends the answer; null = the model's EOS tokens (<|eot_id|> for Llama-3.1-Instruct)"""
+    history: Literal["speech", "text"] = "speech"
+    """earlier questions of a conversation: speech = their audio (what a voice chat has) | text = their words"""
+    train_on: Literal["answer", "every_answer"] = "answer"
+    """stage-1 labels in a conversation: answer = the current answer only | every_answer = every assistant turn"""
 
 
 @dataclass

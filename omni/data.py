@@ -9,7 +9,12 @@ records hold:
     instruction  the instruction as text (for text-parity evaluation)                    optional
     units        the answer's speech units, a list of ints in [0, K) (stage 2)            optional
     response_audio  the answer spoken (a path), from which units are extracted          optional
+    history      earlier turns of the conversation, oldest first, alternating from a question:
+                 [{"role": "user"|"assistant", "text": ..., "audio": path (questions)}]   optional
     id           a name for the record (default: its line/row number)                    optional
+
+A record with `history` is one answered turn of a dialogue: `audio` and `response` are the current
+question and its answer, and the prompt renders the earlier turns before them (omni/prompt.py).
 
 Every record is checked when the dataset is opened, and every bad one is reported at once with the
 file, the record and the field; a clip too short to give one speech embedding is bad too (given the
@@ -36,7 +41,7 @@ from tqdm.auto import tqdm
 
 from omni.audio import SAMPLE_RATE, AudioError, load_audio, mel_windows, to_mono_16k, window_frames
 from omni.config import EncoderConfig
-from omni.prompt import IGNORE_INDEX, PromptBuilder
+from omni.prompt import IGNORE_INDEX, PromptBuilder, Turn, check_history
 from omni.units import UnitError, check_units
 
 if TYPE_CHECKING:
@@ -74,6 +79,7 @@ class Example:
     instruction: str | None
     units: list[int] | None
     index: int | None = None  # its position in the dataset (a stand-in for a record that failed to load has its own)
+    history: tuple[Turn, ...] = ()  # earlier turns of its conversation
 
 
 class SpeechInstructionDataset(Dataset):
@@ -188,6 +194,9 @@ class SpeechInstructionDataset(Dataset):
         instruction = row.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             fail("instruction", "expected text")
+        history = row.get("history")
+        if history is not None and (problem := self._history_problem(history, check_audio_files)):
+            fail(*problem)
         units = row.get("units")
         if units is not None and not _is_unit_list(units):
             fail("units", "expected a list of non-negative integers")
@@ -199,6 +208,29 @@ class SpeechInstructionDataset(Dataset):
                 check_units(units, self.num_units, place)
             except UnitError as err:
                 fail("units", str(err).removeprefix(f"{place}: "))
+
+    def _history_problem(self, history: Any, check_files: bool) -> tuple[str, str] | None:
+        """(field, reason) of the first problem of a record's earlier turns, or None."""
+        if not isinstance(history, list):
+            return "history", f"expected a list of turns, got {type(history).__name__}"
+        for i, turn in enumerate(history):
+            if not isinstance(turn, dict):
+                return f"history[{i}]", "expected an object with role, text and (questions) audio"
+            audio = turn.get("audio")
+            if audio is not None and not isinstance(audio, str):
+                return f"history[{i}].audio", f"expected a path, got {type(audio).__name__}"
+            if audio is not None and check_files and not self.audio_path(audio).is_file():
+                return f"history[{i}].audio", f"file not found: {self.audio_path(audio)}"
+        if problem := check_history(self._turns(history)):
+            return f"history[{problem[0]}].{problem[1]}", problem[2]
+        return None
+
+    def _turns(self, history: list[dict] | None) -> tuple[Turn, ...]:
+        """A record's earlier turns, their audio paths made absolute."""
+        return tuple(
+            Turn(t.get("role"), t.get("text"), str(self.audio_path(t["audio"])) if t.get("audio") else None)
+            for t in history or []
+        )
 
     def _audio_problem(self, audio: Any, check_files: bool) -> str | None:
         """What is wrong with a record's audio, if anything; with `check_files`, its file or bytes are
@@ -239,7 +271,7 @@ class SpeechInstructionDataset(Dataset):
         return list(self.rows[field])
 
     def signature(self, with_units: bool = True) -> str:
-        """A hash of each record: id, audio reference, response and, unless left out, units. The hidden-state
+        """A hash of each record: id, audio reference, response, history and, unless left out, units. The hidden-state
         cache leaves them out (what the LLM sees): re-extracting units keeps cached states valid."""
         import hashlib
 
@@ -251,7 +283,10 @@ class SpeechInstructionDataset(Dataset):
             if isinstance(audio, str):
                 path = self.audio_path(audio)
                 audio = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
-            entries.append([row.get("id"), row.get("response"), audio, row.get("units") if with_units else None])
+            entry = [row.get("id"), row.get("response"), audio, row.get("units") if with_units else None]
+            if row.get("history"):  # a conversation's earlier turns are what the LLM sees too
+                entry.append(row["history"])
+            entries.append(entry)
         return hashlib.sha1(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
 
     def _load_audio(self, index: int, row: dict) -> np.ndarray:
@@ -276,6 +311,7 @@ class SpeechInstructionDataset(Dataset):
             instruction=row.get("instruction"),
             units=row.get("units"),
             index=index,
+            history=self._turns(row.get("history")),
         )
 
     def __getitem__(self, index: int) -> Example:
@@ -358,7 +394,12 @@ def speech_embedding_count(frames_per_window: list[int], adaptor_stride: int) ->
 
 
 class SpeechCollator:
-    """Examples -> a padded batch: token ids with speech slots, labels, and mel windows."""
+    """Examples -> a padded batch: token ids with speech slots, labels, and mel windows.
+
+    A conversation's earlier questions, when the prompt takes them as speech, are clips of their own
+    before the current one: `clips_per_row` says how many clips each row has. `label_history` (default:
+    the prompt's `train_on`) labels earlier answers; stage 2 sets it False, reading the current answer only.
+    """
 
     def __init__(
         self,
@@ -368,6 +409,7 @@ class SpeechCollator:
         adaptor_stride: int,
         padding_side: str = "right",
         with_response: bool = True,
+        label_history: bool | None = None,
     ):
         self.prompt = prompt
         self.encoder = encoder
@@ -375,25 +417,46 @@ class SpeechCollator:
         self.stride = adaptor_stride
         self.padding_side = padding_side
         self.with_response = with_response
+        self.label_history = label_history
         tokenizer = prompt.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @classmethod
-    def for_model(cls, model: OmniModel, padding_side: str = "right", with_response: bool = True) -> SpeechCollator:
+    def for_model(
+        cls,
+        model: OmniModel,
+        padding_side: str = "right",
+        with_response: bool = True,
+        label_history: bool | None = None,
+    ) -> SpeechCollator:
         """The collator matching a model's prompt, encoder input mode, mel bins and adaptor stride."""
         c = model.config
-        return cls(model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, padding_side, with_response)
+        return cls(
+            model.prompt, c.encoder, model.encoder.n_mels, c.adaptor.stride, padding_side, with_response, label_history
+        )
+
+    def _clip(self, audio: np.ndarray, where: str) -> tuple[list[torch.Tensor], int]:
+        """A clip's mel windows and how many speech embeddings they make."""
+        windows = mel_windows(audio, self.n_mels, self.encoder.pad_to_30s, self.encoder.long_audio, where=where)
+        count = speech_embedding_count([w.shape[-1] for w in windows], self.stride)
+        if count == 0:  # the dataset refuses such clips when given the stride; never train on no speech
+            raise DataError(f"example {where!r}: {_too_short(len(audio) / SAMPLE_RATE, self.stride)}")
+        return windows, count
 
     def __call__(self, examples: list[Example]) -> dict[str, Any]:
-        windows, windows_per_clip, ids, labels = [], [], [], []
+        windows, windows_per_clip, clips_per_row, ids, labels = [], [], [], [], []
         for ex in examples:
-            clip = mel_windows(ex.audio, self.n_mels, self.encoder.pad_to_30s, self.encoder.long_audio, where=ex.id)
-            windows += clip
-            windows_per_clip.append(len(clip))
-            count = speech_embedding_count([w.shape[-1] for w in clip], self.stride)
-            if count == 0:  # the dataset refuses such clips when given the stride; never train on no speech
-                raise DataError(f"example {ex.id!r}: {_too_short(len(ex.audio) / SAMPLE_RATE, self.stride)}")
-            seq, lab = self.prompt.encode(count, ex.response if self.with_response else None)
+            earlier = self.prompt.speech_turns(ex.history)
+            clips = [t.audio if isinstance(t.audio, np.ndarray) else load_audio(t.audio) for t in earlier]
+            counts = []
+            for n, clip in enumerate([*clips, ex.audio]):
+                clip_windows, count = self._clip(clip, ex.id if n == len(clips) else f"{ex.id}, history question {n}")
+                windows += clip_windows
+                windows_per_clip.append(len(clip_windows))
+                counts.append(count)
+            clips_per_row.append(len(counts))
+            response = ex.response if self.with_response else None
+            seq, lab = self.prompt.encode(counts, response, ex.history, self.label_history)
             ids.append(seq)
             labels.append(lab)
         width = max(len(s) for s in ids)
@@ -416,4 +479,5 @@ class SpeechCollator:
             "mels": mels,
             "mel_frames": frames,
             "windows_per_clip": torch.tensor(windows_per_clip),
+            "clips_per_row": torch.tensor(clips_per_row),
         }

@@ -3,6 +3,7 @@
     python -m omni.generate question.wav --chunk-size 40 -o answer.wav
     python -m omni.generate question.wav --model runs/stage1_demo/model --decoder runs/stage2_demo/model \
         --vocoder runs/vocoder_demo/model --chunk-size 10 --sample-rate 16000 -o answer.wav
+    python -m omni.generate follow_up.wav --conversation chat.json -o answer2.wav   # in the context of chat.json
 
 After every text token the LLM's new hidden state goes through the speech decoder; its greedy CTC
 units accumulate, and once at least `chunk_size` (Omega) new units exist they all go to the vocoder
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -29,8 +30,10 @@ import torch
 from transformers import DynamicCache
 
 from omni.audio import load_audio
+from omni.conversation import Conversation
 from omni.data import Example, SpeechCollator
 from omni.model import OmniModel
+from omni.prompt import Turn
 from omni.speech_decoder import SpeechDecoder
 from omni.vocoder.base import Vocoder, load_vocoder, resample
 from omni.vocoder.streaming import StreamingVocoder
@@ -101,9 +104,11 @@ class SpeechGenerator:
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        history: Sequence[Turn] = (),
     ) -> Iterator[Event]:
-        """Events of one request as they happen; `chunk_size=None` vocodes the whole answer at the end."""
-        return self.batch([audio], chunk_size, max_new_tokens, do_sample, temperature, top_p)
+        """Events of one request as they happen; `chunk_size=None` vocodes the whole answer at the end;
+        `history`: the conversation's earlier turns."""
+        return self.batch([audio], chunk_size, max_new_tokens, do_sample, temperature, top_p, [history])
 
     @torch.no_grad()
     def batch(
@@ -114,11 +119,19 @@ class SpeechGenerator:
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        histories: list[Sequence[Turn]] | None = None,
     ) -> Iterator[Event]:
-        """Several requests in one batch (left-padded, for throughput); each event names its `request`."""
+        """Several requests in one batch (left-padded, for throughput); each event names its `request`.
+        `histories`: each request's earlier turns (omni.conversation keeps them), if any."""
         start = time.perf_counter()
         clips = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audios]
-        examples = [Example(str(i), clip, None, None, None) for i, clip in enumerate(clips)]
+        histories = histories or [()] * len(clips)
+        if len(histories) != len(clips):
+            raise ValueError(f"{len(clips)} questions but {len(histories)} histories")
+        examples = [
+            Example(str(i), clip, None, None, None, history=tuple(history))
+            for i, (clip, history) in enumerate(zip(clips, histories, strict=True))
+        ]
         batch = {k: v.to(self.device) for k, v in self.collate(examples).items()}
         llm = self.model.base_llm
         body, head = llm.get_decoder(), llm.get_output_embeddings()
@@ -281,13 +294,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--join", choices=["crossfade", "bare"], default="crossfade")
     parser.add_argument("--sample-rate", type=int, default=16000, help="rate of the written answer")
     parser.add_argument("-o", "--output", type=Path, default=Path("answer.wav"))
+    parser.add_argument(
+        "--conversation", type=Path, help="a saved conversation to answer in (created if missing, the turn added)"
+    )
+    parser.add_argument("--text", help="the question's words (needed when the model reads earlier questions as text)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     question = load_audio(args.audio)  # a bad question fails before the models load
+    conversation = None
+    if args.conversation:
+        conversation = Conversation.load(args.conversation) if args.conversation.exists() else Conversation()
     generator = SpeechGenerator(*load_parts(args.model, args.decoder, args.vocoder, args.device), join=args.join)
-    events = generator(
-        question, args.chunk_size or None, args.max_new_tokens, args.sample, args.temperature, args.top_p
-    )
+    sampling = {"do_sample": args.sample, "temperature": args.temperature, "top_p": args.top_p}
+    if conversation is not None:
+        chunk = args.chunk_size or None
+        events = conversation.ask(generator, question, args.text, chunk, args.max_new_tokens, **sampling)
+    else:
+        events = generator(question, args.chunk_size or None, args.max_new_tokens, **sampling)
     first_audio = None
     for event in events:
         if event.kind == "text":
@@ -300,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
             first = first_audio or event.time
             print(f"\n{len(event.units)} units, {seconds:.1f} s of speech in {event.time:.2f} s", end="")
             print(f"; first audio after {first:.2f} s; written to {args.output}")
+    if conversation is not None:
+        turns = len(conversation.turns) // 2
+        print(f"conversation of {turns} exchanges saved to {conversation.save(args.conversation)}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def build_cache(
     """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    collate = SpeechCollator.for_model(model)
+    collate = SpeechCollator.for_model(model, label_history=False)  # the states of the current answer only
     device = next(model.adaptor.parameters()).device
     todo = missing_shards(directory, key, len(dataset), shard_size, rank, world)
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:

@@ -112,19 +112,31 @@ class OmniModel(nn.Module):
         clips, _ = self.encoder.encode_clips(mels, mel_frames, windows_per_clip.tolist())
         return self.adaptor(clips)
 
-    def splice(self, input_ids: torch.Tensor, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with each row's speech slots filled by its speech embeddings, in order."""
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        clips_per_row: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with each row's speech slots filled by its speech embeddings, in order: the
+        clips (one per row unless `clips_per_row` says more, as for a conversation's earlier questions)
+        fill the slots row by row."""
         slots = input_ids == SPEECH_TOKEN_ID
         per_row = slots.sum(dim=1)
-        if not torch.equal(per_row, speech_lengths.to(per_row.device)):
-            raise ValueError(f"speech slots per row {per_row.tolist()} != speech embeddings {speech_lengths.tolist()}")
+        expected = speech_lengths.to(per_row.device)
+        if clips_per_row is not None:
+            rows = torch.repeat_interleave(torch.arange(len(clips_per_row)), clips_per_row.cpu()).to(per_row.device)
+            expected = torch.zeros_like(per_row).index_add_(0, rows, expected.to(per_row.dtype))
+        if not torch.equal(per_row, expected):
+            raise ValueError(f"speech slots per row {per_row.tolist()} != speech embeddings {expected.tolist()}")
         embeds = self.base_llm.get_input_embeddings()(input_ids.masked_fill(slots, 0))
         valid = torch.arange(speech.shape[1], device=speech.device) < speech_lengths[:, None]
         return embeds.masked_scatter(slots[..., None], speech[valid].to(embeds.dtype))
 
     def inputs_embeds(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         speech, lengths = self.embed_speech(batch["mels"], batch["mel_frames"], batch["windows_per_clip"])
-        return self.splice(batch["input_ids"], speech, lengths)
+        return self.splice(batch["input_ids"], speech, lengths, batch.get("clips_per_row"))
 
     def forward(self, batch: dict[str, torch.Tensor], output_hidden_states: bool = False):
         return self.llm(

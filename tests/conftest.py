@@ -14,10 +14,20 @@ import torch
 from accelerate.state import AcceleratorState
 
 from data_recipes.toy import main as write_toy
-from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, LoraConfig, ModelConfig
+from omni.config import (
+    AdaptorConfig,
+    EncoderConfig,
+    LLMConfig,
+    LoraConfig,
+    ModelConfig,
+    SpeechDecoderConfig,
+    UnitToMelConfig,
+)
 from omni.model import OmniModel
+from omni.speech_decoder import SpeechDecoder
 from omni.tiny import tiny_llm, tiny_whisper
 from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
+from omni.vocoder.unit_to_mel import UnitToMel
 from train import stage2
 from train.vocoder import main as train_vocoder_main
 
@@ -152,3 +162,27 @@ def with_llm(config: ModelConfig, **changes) -> ModelConfig:
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))).astype(np.float32)
+
+
+@pytest.fixture
+def trio(tiny_dir, tmp_path):
+    """A tiny stage-1 model, speech decoder and unit vocoder saved as the recipes save them."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
+        adaptor=AdaptorConfig(stride=5, hidden_size=32),
+        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
+    )
+    model = OmniModel.from_config(config)
+    model.save_pretrained(tmp_path / "model")
+    sizes = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
+    SpeechDecoder(SpeechDecoderConfig(num_units=12, upsample=4, **sizes), model.hidden_size).save_pretrained(
+        tmp_path / "decoder"
+    )
+    UnitToMel(UnitToMelConfig(num_units=12, hidden_size=16, encoder_layers=1, decoder_layers=1)).save_pretrained(
+        tmp_path / "vocoder", hifigan=tmp_path / "g.pt"
+    )
+    hifigan = HifiGanConfig(upsample_initial_channel=16)
+    torch.save({"generator": HifiGanGenerator(hifigan).state_dict()}, tmp_path / "g.pt")
+    (tmp_path / "config.json").write_text(json.dumps(asdict(hifigan) | {"num_mels": 80}))
+    return tmp_path

@@ -113,7 +113,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
             return batch
     else:
         train_set, eval_set = train_data, eval_data
-        collate = with_units(SpeechCollator.for_model(frozen))
+        collate = with_units(SpeechCollator.for_model(frozen, label_history=False))  # the current answer only
 
         def hidden_batch(batch: Batch) -> Batch:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}

@@ -119,9 +119,7 @@ def evaluate_split(
     }
     texts = [a["text"] for a in answers]
     responses = [r.get("response") or "" for r in rows]
-    figures = {
-        name: wer(responses if name in REFERENCE else texts, transcripts[name]) for name in renderings
-    }
+    figures = {name: wer(responses if name in REFERENCE else texts, transcripts[name]) for name in renderings}
     ours = sum(len(a["units"]) for a in answers) / max(1, sum(len(t.split()) for t in texts))
     theirs = sum(len(r["units"]) for r in rows) / max(1, sum(len(t.split()) for t in responses)) if has_units else 0
     length_ratio = ours / theirs if theirs else float("nan")
@@ -225,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     page = listening_page(examples["held-out"][: args.listen], args.out / "listen")
     with (args.out / "answers.jsonl").open("w") as f:
         for split, rows in examples.items():
-            f.writelines(json.dumps({"split": split} | {k: v for k, v in r.items() if k != "audio"}) + "\n" for r in rows)
+            kept = ({"split": split} | {k: v for k, v in r.items() if k != "audio"} for r in rows)
+            f.writelines(json.dumps(row) + "\n" for row in kept)
     (args.out / "spoken_answers.json").write_text(json.dumps(report, indent=2))
     (args.out / "spoken_answers.md").write_text(markdown(report))
     print(markdown(report))

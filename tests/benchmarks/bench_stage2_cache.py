@@ -42,7 +42,7 @@ def main() -> None:
     frozen = OmniModel.from_pretrained(recipe["model"]).eval()
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
     cached = open_or_build(cache_dir, data, recipe["model"], lambda: frozen)
-    collate = SpeechCollator.for_model(frozen)
+    collate = SpeechCollator.for_model(frozen, label_history=False)
 
     torch.manual_seed(0)
     decoder = SpeechDecoder(decoder_config, frozen.hidden_size)

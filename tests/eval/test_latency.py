@@ -1,41 +1,9 @@
 import csv
-import json
-from dataclasses import asdict
 
 import pytest
-import torch
 
 from omni import assets
-from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig, SpeechDecoderConfig, UnitToMelConfig
 from omni.eval import latency
-from omni.model import OmniModel
-from omni.speech_decoder import SpeechDecoder
-from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
-from omni.vocoder.unit_to_mel import UnitToMel
-
-
-@pytest.fixture
-def trio(tiny_dir, tmp_path):
-    """A tiny stage-1 model, speech decoder and unit vocoder saved as the recipes save them."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
-        adaptor=AdaptorConfig(stride=5, hidden_size=32),
-        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
-    )
-    model = OmniModel.from_config(config)
-    model.save_pretrained(tmp_path / "model")
-    sizes = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
-    SpeechDecoder(SpeechDecoderConfig(num_units=12, upsample=4, **sizes), model.hidden_size).save_pretrained(
-        tmp_path / "decoder"
-    )
-    UnitToMel(UnitToMelConfig(num_units=12, hidden_size=16, encoder_layers=1, decoder_layers=1)).save_pretrained(
-        tmp_path / "vocoder", hifigan=tmp_path / "g.pt"
-    )
-    hifigan = HifiGanConfig(upsample_initial_channel=16)
-    torch.save({"generator": HifiGanGenerator(hifigan).state_dict()}, tmp_path / "g.pt")
-    (tmp_path / "config.json").write_text(json.dumps(asdict(hifigan) | {"num_mels": 80}))
-    return tmp_path
 
 
 def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path):

@@ -12,7 +12,8 @@ from omni.speech_decoder import SpeechDecoder
 from omni.vocoder.unit_to_mel import UnitToMel
 from tests.conftest import run_stage2
 
-DEMO_SIZED = ["decoder.hidden_size=256", "decoder.num_layers=2", "decoder.num_heads=4", "decoder.intermediate_size=1024"]
+DEMO_SIZED = ["decoder.hidden_size=256", "decoder.num_layers=2", "decoder.num_heads=4"]
+DEMO_SIZED += ["decoder.intermediate_size=1024"]
 
 
 @pytest.fixture
