@@ -18,6 +18,11 @@ REWRITE_SYSTEM = (
     "Say numbers, symbols and abbreviations as words, add a filler word only where it sounds natural, keep it short, "
     "and reply with the spoken request alone."
 )
+FOLLOW_UP_SYSTEM = (
+    "You write the next thing the user says to a voice assistant: one short follow-up question that only makes "
+    "sense after the conversation so far (use it, that, they or there instead of repeating the subject). "
+    "Reply with the question alone."
+)
 ANSWER_SYSTEM = (
     "You are a voice assistant. Your answer will be spoken, so answer in plain spoken English: short, no lists, "
     "no markup, no symbols, numbers written as words."
@@ -44,6 +49,8 @@ class SourceConfig:
     """a column holding the instruction already spoken (a path, relative to the source file): its speech is not made"""
     response_field: str | None = None
     """a column holding an answer already written: the answer step is skipped for records that have one"""
+    follow_ups_field: str | None = None
+    """a column holding a list of follow-up questions (e.g. templated): each becomes a later turn of a dialogue"""
     heldout_field: str | None = None
     """a boolean column that marks held-out records; null = split by a stable hash of the id (split.heldout)"""
     limit: int | None = None
@@ -108,6 +115,27 @@ class AnswerConfig:
 
 
 @dataclass
+class DialogueConfig:
+    """Dialogues: follow-up questions that lean on the earlier turn, answered with it in context (optional)."""
+
+    turns: int = 1
+    """questions per dialogue the LLM continues to by writing follow-ups (1 = none); given follow-ups come first"""
+    share: float = 1.0
+    """share of the first questions (by a stable hash of the id) the LLM continues into dialogues"""
+    system: str = FOLLOW_UP_SYSTEM
+    """the system prompt of the follow-up writer"""
+    template: str = "{conversation}"
+    """the follow-up writer's user turn; {conversation} is the dialogue so far, a "User:"/"Assistant:" line a turn"""
+    max_words: int = 25
+    """follow-up questions longer than this are skipped"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "turns", "max_words")
+        check(0 <= self.share <= 1, "share", f"must be in [0, 1], got {self.share}")
+        check("{conversation}" in self.template, "template", "must contain {conversation}")
+
+
+@dataclass
 class UnitsConfig:
     """Target units of the spoken answers for stage 2 (optional: stage-1 data needs none)."""
 
@@ -159,6 +187,8 @@ class BuildConfig:
     """rewriting instructions for speech (optional)"""
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     """writing speakable answers"""
+    dialogue: DialogueConfig = field(default_factory=DialogueConfig)
+    """follow-up turns (optional): their records carry the earlier turns as `history`"""
     llm: LLMBackendConfig = field(default_factory=LLMBackendConfig)
     """the LLM that rewrites and answers"""
     instruction_tts: TTSConfig = field(default_factory=TTSConfig)

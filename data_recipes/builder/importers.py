@@ -5,9 +5,7 @@
     python -m data_recipes.builder.importers voiceassistant --parquet data/train-*.parquet --out data/voiceassistant
 
 Each writes `out/records.jsonl` and `out/import_report.json`: counts, and every record skipped with its reason
-(a bad record is skipped, never fatal; a file that is not the layout below is an error). Until omni trains
-on conversations only each dialogue's first exchange is imported: its first human turn and the first gpt
-turn after it.
+(a bad record is skipped, never fatal; a file that is not the layout below is an error).
 
 Layouts relied on:
 
@@ -17,7 +15,11 @@ read one item at a time) of
 `speech` names a wav relative to the audio root (an absolute path is used as it is). `unit` holds CosyVoice2
 tokens (vocabulary 6561, 25 Hz), not the K=1000 units omni's speech decoder learns, so they are dropped;
 the gpt turn's wav becomes `response_audio`, from which the builder's units step re-extracts units.
-Records: id, audio (the question wav, absolute), instruction, response, response_audio, duration.
+Whole dialogues are kept: one record per answered human turn (a human turn and the first gpt turn after
+it), its earlier exchanges in `history` (questions with their text and wav, answers with their text).
+Records: id (the dialogue's id; `<id>-t<k>` for its k-th later exchange), audio (the question wav,
+absolute), instruction, response, response_audio, duration, history (later exchanges only). A turn whose
+question is unusable ends its dialogue there: later records would lean on a turn they cannot have.
 
 VoiceAssistant-400K (gpt-omni, Apache-2.0): parquet shards `data/train-*-of-00325.parquet` with columns
     split_name (str), index (int), round (int), question (str), question_audio ({"bytes", "path"}),
@@ -60,7 +62,8 @@ SNAC_NOTE = (
     "VoiceAssistant has no answer audio and its answer_snac (SNAC codec tokens) was dropped: "
     "the builder's TTS speaks the answers and its units step extracts their units when stage 2 needs them"
 )
-FIRST_TURN_NOTE = "first exchange of each dialogue only (first human turn, first gpt turn after it)"
+FIRST_TURN_NOTE = "first exchange of each dialogue only: rows of one dialogue are spread over the shards"
+DIALOGUE_NOTE = "whole dialogues: one record per answered human turn, its earlier exchanges in `history`"
 ROUND_KEY = ("split_name", "index", "round")
 VOICEASSISTANT_COLUMNS = ("split_name", "index", "round", "question", "question_audio", "answer")
 JSON_CHUNK = 1 << 20  # characters read at a time from a JSON array
@@ -75,54 +78,89 @@ class _Skip(Exception):
 
 
 def import_instructs2s(json_path: Path, audio_root: Path, out: Path, limit: int | None = None) -> dict:
-    """InstructS2S-200K's first exchanges into `out/records.jsonl` (at most `limit` records); returns the report."""
+    """InstructS2S-200K's dialogues into `out/records.jsonl` (at most `limit` records); returns the report."""
     json_path, audio_root, out = Path(json_path), Path(audio_root), Path(out)
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path}: no such file (expected instruct_en_200k_data_cosy2.json)")
     if not audio_root.is_dir():
         raise FileNotFoundError(f"{audio_root}: no such directory (the folder the `speech` wav names are under)")
-    report = _new_report("InstructS2S-200K", [json_path], [FIRST_TURN_NOTE, COSYVOICE_NOTE])
-    report |= {"audio_root": str(audio_root), "multi_turn_dialogues": 0, "without_response_audio": []}
+    report = _new_report("InstructS2S-200K", [json_path], [DIALOGUE_NOTE, COSYVOICE_NOTE])
+    report |= {"audio_root": str(audio_root), "exchanges_per_dialogue": Counter(), "without_response_audio": []}
     seen = set()
     with _records(out) as write:
         for number, item in enumerate(tqdm(_json_array(json_path), desc="dialogues", unit=" dialogues")):
             if limit is not None and report["records"] >= limit:
                 break
             report["read"] += 1
-            record_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else str(number)
+            dialogue_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else str(number)
             try:
-                if record_id in seen:
+                if dialogue_id in seen:
                     raise _Skip("duplicate id")
-                seen.add(record_id)
-                write(_instructs2s_record(item, record_id, audio_root, report), report)
+                seen.add(dialogue_id)
+                exchanges = 0
+                for record in _instructs2s_records(item, dialogue_id, audio_root, report):
+                    if limit is not None and report["records"] >= limit:
+                        break
+                    write(record, report)
+                    exchanges += 1
+                report["exchanges_per_dialogue"][exchanges] += 1
             except _Skip as skip:
-                _skip(report["skipped"], record_id, skip)
+                _skip(report["skipped"], dialogue_id, skip)
+    report["exchanges_per_dialogue"] = dict(sorted(report["exchanges_per_dialogue"].items()))
     return _finish(report, out)
 
 
-def _instructs2s_record(item: Any, record_id: str, audio_root: Path, report: dict) -> dict:
+def _instructs2s_records(item: Any, dialogue_id: str, audio_root: Path, report: dict) -> Iterator[dict]:
+    """One record per answered human turn, with the exchanges before it as `history`; _Skip if the first
+    exchange is unusable, and the dialogue ends (reported) at the first later exchange that is."""
     if not isinstance(item, dict) or not isinstance(item.get("conversation"), list):
         raise _Skip("no conversation list")
     turns = [turn for turn in item["conversation"] if isinstance(turn, dict)]
-    human = next((i for i, turn in enumerate(turns) if turn.get("from") == "human"), None)
-    if human is None:
-        raise _Skip("no human turn")
-    gpt = next((i for i in range(human + 1, len(turns)) if turns[i].get("from") == "gpt"), None)
-    if gpt is None:
-        raise _Skip("no gpt turn")
-    response = _text(turns[gpt].get("text"))
+    history: list[dict] = []
+    position, exchange = 0, 0
+    while True:
+        human = next((i for i in range(position, len(turns)) if turns[i].get("from") == "human"), None)
+        if human is None and exchange == 0:
+            raise _Skip("no human turn")
+        gpt = (
+            None
+            if human is None
+            else next((i for i in range(human + 1, len(turns)) if turns[i].get("from") == "gpt"), None)
+        )
+        if gpt is None:
+            if exchange == 0:
+                raise _Skip("no gpt turn")
+            return
+        record_id = dialogue_id if exchange == 0 else f"{dialogue_id}-t{exchange}"
+        try:
+            record = _instructs2s_exchange(turns[human], turns[gpt], record_id, audio_root, report)
+        except _Skip as skip:
+            if exchange == 0:
+                raise
+            _skip(report["skipped"], record_id, _Skip(f"{skip.reason} (later turns of the dialogue dropped)"))
+            return
+        yield record | ({"history": list(history)} if history else {})
+        history += [
+            {"role": "user", "text": record.get("instruction") or "", "audio": record["audio"]},
+            {"role": "assistant", "text": record["response"]},
+        ]
+        if not history[-2]["text"]:
+            del history[-2]["text"]  # a question without words: its speech alone
+        position, exchange = gpt + 1, exchange + 1
+
+
+def _instructs2s_exchange(human: dict, gpt: dict, record_id: str, audio_root: Path, report: dict) -> dict:
+    response = _text(gpt.get("text"))
     if response is None:
         raise _Skip("empty answer text")
-    audio, duration = _wav(audio_root, turns[human].get("speech"), "question")
+    audio, duration = _wav(audio_root, human.get("speech"), "question")
     record = {"id": record_id, "audio": str(audio), "response": response, "duration": duration}
-    if instruction := _text(turns[human].get("text")):
+    if instruction := _text(human.get("text")):
         record["instruction"] = instruction
     try:
-        record["response_audio"] = str(_wav(audio_root, turns[gpt].get("speech"), "answer")[0])
+        record["response_audio"] = str(_wav(audio_root, gpt.get("speech"), "answer")[0])
     except _Skip as skip:  # still a stage-1 record; the builder's TTS can speak the answer
         _skip(report["without_response_audio"], record_id, skip)
-    if len(turns) > gpt + 1:
-        report["multi_turn_dialogues"] += 1
     return record
 
 

@@ -1,6 +1,7 @@
 """The build: each shard runs its records through the steps, then one merge writes omni's records.
 
-    source -> filters -> [rewrite] -> answer -> instruction speech -> [answer speech] -> merge -> [units]
+    source -> filters -> [rewrite] -> answer -> [follow-up -> answer, per later turn]
+        -> instruction speech -> [answer speech] -> merge -> [units]
 
 A record belongs to shard `sha1(id) mod num_shards`, so shards are disjoint and need no coordination: a Slurm
 array, Ray or plain processes each run one (`--num-shards N --shard-index i`), then `merge` joins them.
@@ -8,6 +9,10 @@ Every step appends one line per record to its log in `work/shard-i-of-n/` (store
 what is missing; a request or synthesis that failed is logged as a skip to retry, and is tried again by the
 next run. A step fails the build only when every record it tried failed. Answers from a fixed (greedy) LLM
 and voices chosen by a hash of the id make a sharded build give the same records as a single process.
+
+Dialogues: a record's follow-up questions (given in the source, or written by the LLM from the dialogue so
+far) become later turns, `<id>-t1`, `<id>-t2`, in the first turn's shard and split; each is answered with
+the earlier turns in the LLM's context, spoken like any question, and merged with them as its `history`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ WORK = "work"
 DONE_FILE = "done.json"
 INSTRUCTION_WAVS = "wavs"
 ANSWER_WAVS = "response_wavs"
-STEPS = ("rewrite", "answer", "speech", "answer_speech")
+STEPS = ("rewrite", "answer", "follow_up", "speech", "answer_speech")
 
 
 class StepFailed(RuntimeError):
@@ -55,10 +60,40 @@ def file_name(record_id: str) -> str:
 
 
 def is_heldout(record: SourceRecord, config: BuildConfig) -> bool:
+    """A dialogue's turns share their first turn's split."""
     if config.source.heldout_field:
         return bool(record.fields.get("heldout"))
-    digest = int(hashlib.sha1(f"heldout:{record.id}".encode()).hexdigest(), 16)
-    return digest % 10_000 < config.split.heldout * 10_000
+    return _share(f"heldout:{dialogue_of(record)}") < config.split.heldout
+
+
+def _share(key: str) -> float:
+    """A stable number in [0, 1) for a key."""
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10_000 / 10_000
+
+
+def dialogue_of(record: SourceRecord) -> str:
+    return record.fields.get("dialogue", record.id)
+
+
+def turn_of(record: SourceRecord) -> int:
+    return int(record.fields.get("turn", 0))
+
+
+def next_turn(parent: SourceRecord, question: str) -> SourceRecord:
+    """The dialogue's next question: its parent's fields but a given answer or audio (the first turn's own)."""
+    turn, dialogue = turn_of(parent) + 1, dialogue_of(parent)
+    fields = {k: v for k, v in parent.fields.items() if k not in ("response", "audio")}
+    fields |= {"dialogue": dialogue, "turn": turn, "parent": parent.id}
+    return SourceRecord(f"{dialogue}-t{turn}", question, parent.index, fields)
+
+
+def given_follow_up(record: SourceRecord, turn: int) -> str | None:
+    """The source's follow-up question for `turn` of the record's dialogue, if it has one."""
+    follow_ups = record.fields.get("follow_ups")
+    if isinstance(follow_ups, list) and len(follow_ups) >= turn:
+        question = follow_ups[turn - 1]
+        return question.strip() if isinstance(question, str) and question.strip() else None
+    return None
 
 
 def work_dir(out: Path, shard_index: int, num_shards: int) -> Path:
@@ -81,6 +116,7 @@ class ShardBuild:
         self.work = work_dir(self.out, shard_index, num_shards)
         records, _ = load_source(config.source, config.filters)
         self.records = [r for r in records if shard_of(r.id, num_shards) == shard_index]
+        self.by_id = {r.id: r for r in self.records}  # with the later turns of dialogues, once made
         self.logs = {step: StepLog(self.work / f"{step}.jsonl") for step in STEPS}
         self._backend: ChatBackend | None = None
         self.timings: dict[str, float] = {}
@@ -95,17 +131,43 @@ class ShardBuild:
         c = self.config
         alive = self.records
         if c.rewrite.enabled:
-            alive = self._llm_step("rewrite", alive, c.rewrite.system, c.rewrite.template, self._finish_rewrite)
-        given = [r for r in alive if r.fields.get("response")]
-        asked = [r for r in alive if not r.fields.get("response")]
-        answered = self._llm_step("answer", asked, c.answer.system, c.answer.template, self._finish_answer)
-        alive = sorted(given + answered, key=lambda r: r.index)
+            rewrite = lambda r: self._messages(c.rewrite.system, c.rewrite.template, r.instruction)  # noqa: E731
+            alive = self._llm_step("rewrite", alive, rewrite, self._finish_rewrite)
+        alive = self._answered(alive)
+        turn, asked = 1, alive
+        while later := self._follow_ups(asked, turn):
+            asked = self._answered(later)
+            alive += asked
+            turn += 1
+        alive = sorted(alive, key=lambda r: (r.index, turn_of(r)))
         alive = self._speech_step("speech", alive, c.instruction_tts, INSTRUCTION_WAVS, self.spoken_instruction)
         if c.speak_answers:
             self._speech_step("answer_speech", alive, c.answer_tts, ANSWER_WAVS, self.answer_text)
         summary = {"records": len(self.records), "timings_s": self.timings}
         write_atomic(self.work / DONE_FILE, json.dumps(summary, indent=2))
         return summary
+
+    def _answered(self, records: list[SourceRecord]) -> list[SourceRecord]:
+        """The records with an answer: given in the source, or written now (earlier turns in context)."""
+        given = [r for r in records if r.fields.get("response")]
+        asked = [r for r in records if not r.fields.get("response")]
+        answered = self._llm_step("answer", asked, self._answer_messages, self._finish_answer)
+        return sorted(given + answered, key=lambda r: r.index)
+
+    def _follow_ups(self, parents: list[SourceRecord], turn: int) -> list[SourceRecord]:
+        """The next turn of every dialogue that goes on: the source's follow-up, else one the LLM writes."""
+        d = self.config.dialogue
+        given = {p.id: q for p in parents if (q := given_follow_up(p, turn))}
+        to_write = [
+            p
+            for p in parents
+            if p.id not in given and turn < d.turns and _share(f"dialogue:{dialogue_of(p)}") < d.share
+        ]
+        written = self._llm_step("follow_up", to_write, self._follow_up_messages, self._finish_follow_up)
+        questions = given | {p.id: self.logs["follow_up"].entries[p.id]["text"] for p in written}
+        later = [next_turn(p, questions[p.id]) for p in parents if p.id in questions]
+        self.by_id |= {r.id: r for r in later}
+        return later
 
     # ---- texts each step works on --------------------------------------------------------------
     def spoken_instruction(self, record: SourceRecord) -> str:
@@ -123,13 +185,48 @@ class ShardBuild:
     def _finish_answer(self, text: str) -> tuple[str | None, str | None]:
         return speakable(text, self.config.answer.max_words, self.config.answer.max_sentences)
 
+    def _finish_follow_up(self, text: str) -> tuple[str | None, str | None]:
+        question = text.strip().strip('"').removeprefix("User:").strip()
+        return speakable(question, self.config.dialogue.max_words, 1)
+
+    # ---- what the LLM is asked ----------------------------------------------------------------------
+    def earlier_turns(self, record: SourceRecord) -> list[SourceRecord]:
+        """The earlier questions of a record's dialogue, oldest first."""
+        chain = []
+        while "parent" in record.fields:
+            record = self.by_id[record.fields["parent"]]
+            chain.append(record)
+        return chain[::-1]
+
+    @staticmethod
+    def _messages(system: str | None, template: str, instruction: str) -> list[dict[str, str]]:
+        user = {"role": "user", "content": template.replace("{instruction}", instruction)}
+        return [{"role": "system", "content": system}, user] if system else [user]
+
+    def _answer_messages(self, record: SourceRecord) -> list[dict[str, str]]:
+        """The answering prompt: the dialogue's earlier questions and answers, then this question."""
+        a = self.config.answer
+        messages = [{"role": "system", "content": a.system}] if a.system else []
+        for earlier in self.earlier_turns(record):
+            messages += self._messages(None, a.template, self.spoken_instruction(earlier))
+            messages.append({"role": "assistant", "content": self.answer_text(earlier)})
+        return messages + self._messages(None, a.template, self.spoken_instruction(record))
+
+    def _follow_up_messages(self, record: SourceRecord) -> list[dict[str, str]]:
+        """The follow-up writer's prompt: the dialogue up to and including this record's answer."""
+        d = self.config.dialogue
+        lines = []
+        for turn in [*self.earlier_turns(record), record]:
+            lines += [f"User: {self.spoken_instruction(turn)}", f"Assistant: {self.answer_text(turn)}"]
+        user = {"role": "user", "content": d.template.replace("{conversation}", "\n".join(lines))}
+        return [{"role": "system", "content": d.system}, user] if d.system else [user]
+
     # ---- steps ------------------------------------------------------------------------------------
     def _llm_step(
         self,
         step: str,
         records: list[SourceRecord],
-        system: str | None,
-        template: str,
+        messages: Callable[[SourceRecord], list[dict[str, str]]],
         finish: Callable[[str], tuple[str | None, str | None]],
     ) -> list[SourceRecord]:
         """Ask the LLM about every record not yet done; the records whose text passed `finish`."""
@@ -139,7 +236,7 @@ class ShardBuild:
         if todo:
             with tqdm(total=len(todo), desc=step, unit="record") as bar:
                 for chunk in batched(todo, self.backend.batch_size):
-                    asks = [self._conversation(system, template, self._source_text(step, r)) for r in chunk]
+                    asks = [messages(r) for r in chunk]
                     for record, reply in zip(chunk, self.backend.chat(asks), strict=True):
                         if isinstance(reply, LLMError):
                             failures[reply.reason] += 1
@@ -149,16 +246,8 @@ class ShardBuild:
                         log.add({"id": record.id, "raw": reply} | ({"text": text} if text else {"skip": reason}))
                     bar.update(len(chunk))
         self._check_step(step, len(todo), failures)
-        self.timings[step] = round(time.perf_counter() - began, 2)
+        self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - began, 2)
         return [r for r in records if "text" in log.entries[r.id]]
-
-    def _source_text(self, step: str, record: SourceRecord) -> str:
-        return record.instruction if step == "rewrite" else self.spoken_instruction(record)
-
-    @staticmethod
-    def _conversation(system: str | None, template: str, instruction: str) -> list[dict[str, str]]:
-        user = {"role": "user", "content": template.replace("{instruction}", instruction)}
-        return [{"role": "system", "content": system}, user] if system else [user]
 
     def _speech_step(
         self,
@@ -200,7 +289,7 @@ class ShardBuild:
                         log.add({"id": futures[future].id, "skip": f"speech failed: {reason}", "retry": True})
                     bar.update(1)
         self._check_step(step, len(todo), failures)
-        self.timings[step] = round(time.perf_counter() - began, 2)
+        self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - began, 2)
         return [r for r in records if "audio" in log.entries[r.id]]
 
     @staticmethod
@@ -232,8 +321,10 @@ def merge(config: BuildConfig) -> dict[str, Any]:
         timings.update(json.loads((work_dir(out, i, total) / DONE_FILE).read_text())["timings_s"])
     splits: dict[str, list[dict]] = {"train": [], "heldout": []}
     skipped = [{"id": d.id, "step": "source", "reason": d.reason} for d in dropped]
-    for record in records:
-        built, skip = _assemble(record, entries, config)
+    by_id = {r.id: r for r in records}
+    for record in with_later_turns(records, entries):
+        by_id[record.id] = record
+        built, skip = _assemble(record, entries, config, by_id)
         if skip:
             skipped.append({"id": record.id, "step": skip[0], "reason": skip[1]})
         else:
@@ -247,11 +338,40 @@ def merge(config: BuildConfig) -> dict[str, Any]:
     return report
 
 
+def with_later_turns(records: list[SourceRecord], entries: dict[str, dict]) -> list[SourceRecord]:
+    """The source's records and the later turns of their dialogues that were made (after each answered
+    question, its follow-up: the source's, else the LLM's from the follow-up log), in output order."""
+    every, asked = list(records), list(records)
+    turn = 1
+    while asked:
+        later = []
+        for parent in asked:
+            answered = parent.fields.get("response") or "text" in entries["answer"].get(parent.id, {})
+            question = given_follow_up(parent, turn) or entries["follow_up"].get(parent.id, {}).get("text")
+            if answered and question:
+                later.append(next_turn(parent, question))
+        every += later
+        asked, turn = later, turn + 1
+    return sorted(every, key=lambda r: (r.index, turn_of(r)))
+
+
 def _assemble(
-    record: SourceRecord, entries: dict[str, dict], config: BuildConfig
+    record: SourceRecord, entries: dict[str, dict], config: BuildConfig, by_id: dict[str, SourceRecord]
 ) -> tuple[dict[str, Any], tuple[str, str] | None]:
-    """The output record, or the step that dropped it and why."""
-    steps = [s for s in STEPS if s != "rewrite" or config.rewrite.enabled]
+    """The output record, or the step that dropped it and why; a later turn carries the earlier ones as
+    `history` and is dropped with them."""
+    history: list[dict[str, Any]] = []
+    if parent_id := record.fields.get("parent"):
+        earlier, skip = _assemble(by_id[parent_id], entries, config, by_id)
+        if skip:
+            return {}, ("dialogue", "an earlier turn of its dialogue was dropped")
+        history = earlier.pop("history", [])
+        history += [
+            {"role": "user", "text": earlier["instruction"], "audio": earlier["audio"]},
+            {"role": "assistant", "text": earlier["response"]},
+        ]
+    steps = [s for s in STEPS if s != "follow_up"]
+    steps = [s for s in steps if s != "rewrite" or (config.rewrite.enabled and not history)]
     steps = [s for s in steps if s != "answer" or not record.fields.get("response")]
     steps = [s for s in steps if s != "answer_speech" or config.speak_answers]
     for step in steps:
@@ -261,7 +381,7 @@ def _assemble(
         if "skip" in entry:
             return {}, (step, entry["skip"])
     speech = entries["speech"][record.id]
-    rewrite = entries["rewrite"].get(record.id) if config.rewrite.enabled else None
+    rewrite = entries["rewrite"].get(record.id) if config.rewrite.enabled and not history else None
     response = record.fields.get("response") or entries["answer"][record.id]["text"]
     built = {
         "id": record.id,
@@ -275,7 +395,10 @@ def _assemble(
     if config.speak_answers:
         spoken = entries["answer_speech"][record.id]
         built |= {"response_audio": spoken["audio"], "response_duration": spoken["duration"]}
-    built |= {k: v for k, v in record.fields.items() if k not in ("audio", "response", "heldout")}
+    internal = ("audio", "response", "heldout", "follow_ups", "parent")
+    built |= {k: v for k, v in record.fields.items() if k not in internal}
+    if history:
+        built["history"] = history
     return built, None
 
 
@@ -283,17 +406,18 @@ def _save_datasets(rows: list[dict], out: Path, directory: Path) -> None:
     """The same records as a `datasets` directory, audio paths made absolute."""
     import datasets
 
-    absolute = [
-        r
-        | {
-            k: str((out / r[k]).resolve())
-            for k in ("audio", "response_audio")
-            if k in r and not Path(r[k]).is_absolute()
-        }
-        for r in rows
-    ]
+    def resolved(path: str) -> str:
+        return path if Path(path).is_absolute() else str((out / path).resolve())
+
+    absolute = []
+    for r in rows:
+        row = r | {k: resolved(r[k]) for k in ("audio", "response_audio") if k in r}
+        if "history" in r:
+            row["history"] = [t | ({"audio": resolved(t["audio"])} if "audio" in t else {}) for t in r["history"]]
+        absolute.append(row)
+    keys = {k: None for row in absolute for k in row}  # every column in every row (later turns add some)
     if absolute:
-        datasets.Dataset.from_list(absolute).save_to_disk(str(directory))
+        datasets.Dataset.from_list([keys | row for row in absolute]).save_to_disk(str(directory))
 
 
 def _report(
@@ -325,6 +449,7 @@ def _report(
         "shards": shards,
         "source_rows": len(records) + len(dropped),
         "records": {name: len(rows) for name, rows in splits.items()},
+        "later_turns": {name: sum("history" in r for r in rows) for name, rows in splits.items()},
         "hours": hours,
         "steps": {"source": {"done": len(records), "skipped": dict(by_step.get("source", {}))}} | steps,
         "skipped": skipped,

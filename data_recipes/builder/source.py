@@ -133,6 +133,7 @@ def load_source(source: SourceConfig, filters: FilterConfig) -> tuple[list[Sourc
     seen_ids: set[str] = set()
     seen_texts: set[str] = set()
     mapped = {"audio": source.audio_field, "response": source.response_field, "heldout": source.heldout_field}
+    mapped["follow_ups"] = source.follow_ups_field
     for index, row in enumerate(read_rows(source)):
         if isinstance(row, str):
             dropped.append(Dropped(f"row{index}", index, f"malformed row: {row}"))

@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from omni.audio import SAMPLE_RATE
 from omni.serve.protocol import HTTP_STATUS, ProtocolError, parse_start
 from omni.serve.question import Question
-from omni.serve.session import Conversation, log_done
+from omni.serve.session import ClientSession, log_done
 from omni.serve.worker import Job, Worker, warm_up
 
 STATIC = Path(__file__).parent / "static"
@@ -49,6 +49,7 @@ class Settings:
     max_seconds: float = 30.0  # longest question
     max_message_bytes: int = 8 << 20  # largest message (a whole file); the transport closes at 4x
     max_new_tokens: int = 256  # longest answer, in text tokens
+    max_exchanges: int = 8  # earlier questions and answers of its connection a question is answered with
 
 
 def create_app(generator: Any, settings: Settings) -> FastAPI:
@@ -86,7 +87,9 @@ def create_app(generator: Any, settings: Settings) -> FastAPI:
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
         await ws.accept()
-        await Conversation(ws, worker, settings.max_seconds, settings.max_message_bytes, count_error).run()
+        await ClientSession(
+            ws, worker, settings.max_seconds, settings.max_message_bytes, count_error, settings.max_exchanges
+        ).run()
 
     @app.post("/v1/answer")
     async def answer(request: Request) -> Response:
@@ -215,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest question")
     parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="longest answer")
+    exchanges = "earlier exchanges of its connection each question is answered with (0: none)"
+    parser.add_argument("--max-exchanges", type=int, default=defaults.max_exchanges, help=exchanges)
     args = parser.parse_args(argv)
     settings = Settings(
         args.max_queue,
@@ -223,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_seconds,
         args.max_message_bytes,
         args.max_new_tokens,
+        args.max_exchanges,
     )
     if args.tiny:
         from omni.serve.tiny import write_tiny_models

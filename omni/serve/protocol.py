@@ -1,6 +1,7 @@
 """The messages of `omni serve`, written down once: what a client sends, what the server answers.
 
-WebSocket `/v1/stream`; a connection asks any number of questions, one after another:
+WebSocket `/v1/stream`; a connection is one conversation: it asks any number of questions, one after another,
+each answered in the context of its earlier questions and answers (the last max_exchanges of them):
 
     client -> {"type": "start", "format": "f32", "chunk_size": 10, "sample_rate": 16000}   (all but type optional)
     client -> binary frames: the question as 16 kHz mono PCM, little-endian float32 ("f32") or int16 ("s16"),
@@ -14,7 +15,10 @@ WebSocket `/v1/stream`; a connection asks any number of questions, one after ano
               followed by one binary frame: those samples, float32 little-endian
     server -> {"type": "timing", "name": "first_packet", "ms": 188.0}  (right after the first audio frame)
     server -> {"type": "done", "id": "q1", "text": ..., "samples": ..., "sample_rate": ..., "audio_seconds": ...,
-               "units": ..., "queued_ms": ..., "first_packet_ms": ..., "total_ms": ...}
+               "units": ..., "queued_ms": ..., "first_packet_ms": ..., "total_ms": ..., "context_turns": 2}
+                                                                        (context_turns: earlier turns it was given)
+    client -> {"type": "reset"}                                         (between questions: a new conversation)
+    server -> {"type": "reset"}
     server -> {"type": "error", "kind": "...", "message": "..."}       (instead of the rest, see ERROR_KINDS)
 
 An error ends its question; the server ignores that question's remaining frames up to its "end", and the
@@ -25,7 +29,7 @@ HTTP `POST /v1/answer?chunk_size=10&sample_rate=16000&stream=false`, body: the q
 Whole (default): the done event with `"wav"` added, the answer as a base64 float32 WAV file. `stream=true`:
 NDJSON, the WebSocket's events one a line (no "accepted"), each audio event carrying its samples in `pcm`
 (base64 float32 little-endian) instead of a binary frame. Errors: the error event as the body, status 400
-(413 too_large, 503 busy, 500 internal).
+(413 too_large, 503 busy, 500 internal). An HTTP question has no conversation: each is answered alone.
 """
 
 from __future__ import annotations
@@ -89,6 +93,6 @@ def parse_text(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except ValueError as err:
         raise ProtocolError("bad_message", f"not JSON: {err}") from None
-    if not isinstance(message, dict) or message.get("type") not in ("start", "end"):
-        raise ProtocolError("bad_message", 'expected {"type": "start", ...} or {"type": "end"}')
+    if not isinstance(message, dict) or message.get("type") not in ("start", "end", "reset"):
+        raise ProtocolError("bad_message", 'expected {"type": "start", ...}, {"type": "end"} or {"type": "reset"}')
     return message

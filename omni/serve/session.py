@@ -1,8 +1,9 @@
 """One WebSocket connection of `/v1/stream`: questions in, streamed answers out (`omni.serve.protocol`).
 
 A reader task is the only one to receive from the socket, so the moment a client leaves, even in the
-middle of an answer, its place is freed; the conversation reads the reader's inbox, which is bounded
-(a client that floods the server is slowed down by TCP, not buffered).
+middle of an answer, its place is freed; the session reads the reader's inbox, which is bounded
+(a client that floods the server is slowed down by TCP, not buffered). The connection is one
+conversation (omni.conversation): each question goes to the model with the earlier turns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from omni.audio import SAMPLE_RATE
+from omni.conversation import Conversation
 from omni.serve.protocol import QUESTION_GRACE_S, ProtocolError, Start, parse_start, parse_text
 from omni.serve.question import Question
 from omni.serve.worker import Job, Worker
@@ -23,7 +25,7 @@ logger = logging.getLogger("omni.serve")
 Message = dict[str, Any]  # an ASGI websocket.receive message: "text" or "bytes"
 
 
-class Conversation:
+class ClientSession:
     def __init__(
         self,
         ws: WebSocket,
@@ -31,8 +33,10 @@ class Conversation:
         max_seconds: float,
         max_message_bytes: int,
         on_error: Callable[[str], None],
+        max_exchanges: int | None = 8,
     ):
         self.ws = ws
+        self.conversation = Conversation(max_exchanges)
         self.worker = worker
         self.max_seconds = max_seconds
         self.max_message_bytes = max_message_bytes
@@ -78,6 +82,10 @@ class Conversation:
             options = parse_text(message["text"])
             if options["type"] == "end":
                 raise ProtocolError("bad_message", "end without a start")
+            if options["type"] == "reset":
+                self.conversation.turns.clear()
+                await self._send({"type": "reset"})
+                return await self.inbox.get()
         except ProtocolError as err:
             await self._fail(err)
             return await self.inbox.get()
@@ -98,7 +106,7 @@ class Conversation:
                     await self._answer(question, start)
                     return await self.inbox.get()
                 else:
-                    raise ProtocolError("bad_message", "start inside a question: send end first")
+                    raise ProtocolError("bad_message", "start or reset inside a question: send end first")
             return None
         except ProtocolError as err:
             await self._fail(err)
@@ -127,9 +135,12 @@ class Conversation:
 
     async def _answer(self, question: Question, start: Start) -> None:
         assert self.job is not None
-        job, audio = self.job, question.audio()
-        self.worker.submit(job, audio, start.chunk_size, start.sample_rate)
+        job, audio, history = self.job, question.audio(), self.conversation.history()
+        self.worker.submit(job, audio, start.chunk_size, start.sample_rate, history)
         async for event, pcm in job.events():
+            if event["type"] == "done":
+                event["context_turns"] = len(history)
+                self.conversation.add(audio, event["text"])
             await self._send(event)
             if pcm is not None:
                 await self.ws.send_bytes(pcm.tobytes())

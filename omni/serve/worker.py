@@ -17,12 +17,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from omni.generate import SpeechGenerator
+from omni.prompt import Turn
 from omni.serve.answer import Answer, Out
 from omni.serve.protocol import ProtocolError
 
@@ -39,6 +40,7 @@ class Job:
         self.state = "listening"  # -> waiting -> running -> finished
         self.cancelled = threading.Event()
         self.audio: np.ndarray | None = None
+        self.history: tuple[Turn, ...] = ()  # the earlier turns of its client's conversation
         self.chunk_size = 10
         self.sample_rate = 16000
         self.asked_at = 0.0
@@ -102,12 +104,14 @@ class Worker:
             self._held.add(job)
             return job
 
-    def submit(self, job: Job, audio: np.ndarray, chunk_size: int, sample_rate: int) -> None:
-        """Queues a held question's audio for answering."""
+    def submit(
+        self, job: Job, audio: np.ndarray, chunk_size: int, sample_rate: int, history: Sequence[Turn] = ()
+    ) -> None:
+        """Queues a held question's audio (and its conversation's earlier turns) for answering."""
         with self._cond:
             if job not in self._held:  # its client left meanwhile
                 return
-            job.audio, job.chunk_size, job.sample_rate = audio, chunk_size, sample_rate
+            job.audio, job.chunk_size, job.sample_rate, job.history = audio, chunk_size, sample_rate, tuple(history)
             job.asked_at, job.state = time.perf_counter(), "waiting"
             self._waiting.append(job)
             self._cond.notify_all()
@@ -165,7 +169,12 @@ class Worker:
         started = time.perf_counter()
         rate = self.generator.vocoder.sample_rate
         answers = [Answer(job.id, rate, job.sample_rate, job.asked_at, started) for job in batch]
-        events = self.generator.batch([job.audio for job in batch], batch[0].chunk_size or None, self.max_new_tokens)
+        events = self.generator.batch(
+            [job.audio for job in batch],
+            batch[0].chunk_size or None,
+            self.max_new_tokens,
+            histories=[job.history for job in batch],
+        )
         try:  # whatever fails, the thread goes on to the next batch
             for event in events:
                 job = batch[event.request]

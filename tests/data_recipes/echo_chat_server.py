@@ -1,4 +1,5 @@
 """A deterministic OpenAI-compatible chat endpoint for builder tests: it answers "You asked <instruction>."
+(in a dialogue "... after <the first question>."; asked for a follow-up, "And why is that, after N questions?")
 
     python tests/data_recipes/echo_chat_server.py --port 8123 [--delay 0.05]
 
@@ -30,7 +31,14 @@ def create_app(delay: float) -> FastAPI:
         if "BROKEN" in question:
             raise HTTPException(500, "broken on purpose")
         words = re.sub(r"[^A-Za-z0-9 ]", "", question).lower()
+        users = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
         answer = "1. one\n2. two" if "LIST" in question else f"You asked {words}."
+        if "follow-up" in system:  # the builder's follow-up writer: the dialogue is in the user turn
+            answer = f"And why is that, after {question.count('User:')} questions?"
+        elif len(users) > 1:  # a later turn of a dialogue: say what came first
+            first = re.sub(r"[^A-Za-z0-9 ]", "", users[0]).lower()
+            answer = f"You asked {words} after {first}."
         return {
             "id": "echo",
             "object": "chat.completion",

@@ -159,6 +159,40 @@ def test_build_writes_records_datasets_and_a_report(tmp_path, endpoint):
     assert logs == {s: (work_dir(out, 0, 1) / f"{s}.jsonl").read_text() for s in ("answer", "speech")}
 
 
+def test_dialogues_from_given_and_written_follow_ups_carry_their_history(tmp_path, endpoint):
+    rows = [
+        {"id": "d1", "instruction": "What is the largest country?", "follow_ups": ["And what is its capital?"]},
+        {"id": "d2", "instruction": "Name a colour of the sky."},
+        {"id": "d3", "instruction": "Give me a LIST of fruits.", "follow_ups": ["And another?"]},  # unspeakable
+    ]
+    source = {"path": str(tmp_path / "instructions.jsonl"), "shape": "field", "follow_ups_field": "follow_ups"}
+    config = write_config(tmp_path, endpoint(), rows, source=source, dialogue={"turns": 3}, split={"heldout": 0.0})
+    build(config)
+    out = tmp_path / "out"
+    built = {r["id"]: r for r in records(out)["train"]}
+    assert sorted(built) == ["d1", "d1-t1", "d1-t2", "d2", "d2-t1", "d2-t2"]  # d3 dropped, its follow-up with it
+    given = built["d1-t1"]
+    assert given["instruction"] == "And what is its capital?" and given["turn"] == 1 and given["dialogue"] == "d1"
+    assert given["response"] == "You asked and what is its capital after what is the largest country."
+    assert given["history"] == [
+        {"role": "user", "text": "What is the largest country?", "audio": built["d1"]["audio"]},
+        {"role": "assistant", "text": built["d1"]["response"]},
+    ]
+    written = built["d2-t1"]  # the LLM wrote it from the dialogue so far
+    assert written["instruction"] == "And why is that, after 1 questions?" and len(written["history"]) == 2
+    assert built["d2-t2"]["instruction"] == "And why is that, after 2 questions?"
+    assert [t["role"] for t in built["d2-t2"]["history"]] == ["user", "assistant"] * 2
+    assert built["d2-t2"]["history"][2]["text"] == written["instruction"]
+    assert "history" not in built["d1"] and "follow_ups" not in built["d1"]
+    data = SpeechInstructionDataset(out / "train.jsonl")  # the contract takes the dialogues, audio and all
+    assert [len(ex.history) for ex in (data[i] for i in range(len(data)))] == [0, 2, 4, 0, 2, 4]
+    hf = datasets.load_from_disk(str(out / "hf" / "train"))
+    assert Path(hf[1]["history"][0]["audio"]).is_absolute()
+    report = json.loads((out / "report.json").read_text())
+    assert report["later_turns"] == {"train": 4, "heldout": 0}
+    assert {(s["id"], s["step"]) for s in report["skipped"]} == {("d3", "answer")}
+
+
 def test_a_dead_endpoint_fails_the_step_and_a_rerun_retries(tmp_path, endpoint):
     port = free_port()
     config = write_config(tmp_path, f"http://127.0.0.1:{port}/v1")

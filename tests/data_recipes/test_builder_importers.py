@@ -56,6 +56,8 @@ def instructs2s(tmp_path) -> tuple[Path, Path]:
                 turn("gpt", "An apple.", "wavs/d2_a.wav", "<|s_6560|><|s_12|>"),
                 turn("human", "Another one?", "wavs/d2_q.wav", None),
                 turn("gpt", "A pear.", "wavs/d2_a.wav", cosy),
+                turn("human", "And a third?", "wavs/gone.wav", None),
+                turn("gpt", "A plum.", "wavs/d2_a.wav", cosy),
             ],
         },
         {
@@ -79,36 +81,50 @@ def instructs2s(tmp_path) -> tuple[Path, Path]:
     return json_path, root
 
 
-def test_instructs2s_first_exchanges(instructs2s, tmp_path, monkeypatch):
+def test_instructs2s_whole_dialogues(instructs2s, tmp_path, monkeypatch):
     monkeypatch.setattr(importers, "JSON_CHUNK", 37)  # items cut across many reads
     json_path, root = instructs2s
     out = tmp_path / "imported"
     report = import_instructs2s(json_path, root, out)
     got = records(out)
-    assert [r["id"] for r in got] == ["d1", "d2", "d5"]
-    d1, d2, d5 = got
+    assert [r["id"] for r in got] == ["d1", "d2", "d2-t1", "d5"]
+    d1, d2, d2_second, d5 = got
     assert d1["instruction"] == "What is the capital of France?" and d1["response"] == "Paris is the capital of France."
     assert Path(d1["audio"]) == root / "wavs" / "d1_q.wav" and Path(d1["response_audio"]) == root / "wavs" / "d1_a.wav"
-    assert d1["duration"] == 1.0
-    assert d2["response"] == "An apple."  # the first exchange only
+    assert d1["duration"] == 1.0 and "history" not in d1 and "history" not in d2
+    assert d2["response"] == "An apple." and d2_second["response"] == "A pear."
+    assert d2_second["instruction"] == "Another one?"
+    assert d2_second["history"] == [  # the earlier exchange: the question's words and speech, the answer's words
+        {"role": "user", "text": "Name a fruit.", "audio": d2["audio"]},
+        {"role": "assistant", "text": "An apple."},
+    ]
     assert "instruction" not in d5 and d5["response"] == "Sure, here it is." and "response_audio" not in d5
     assert not any("units" in r or "unit" in r for r in got)
     assert all(Path(r["audio"]).is_absolute() and Path(r["audio"]).is_file() for r in got)
 
-    data = SpeechInstructionDataset(out / "records.jsonl")
-    assert len(data) == 3 and data[0].units is None and len(data[0].audio) == 16000
+    data = SpeechInstructionDataset(out / "records.jsonl")  # the contract takes the dialogues as they are
+    assert len(data) == 4 and data[0].units is None and len(data[0].audio) == 16000
+    assert [t.role for t in data[2].history] == ["user", "assistant"] and data[2].history[1].text == "An apple."
     assert data.column("response_audio")[:2] == [d1["response_audio"], d2["response_audio"]]
 
-    assert (report["read"], report["records"], report["duration_s"]) == (5, 3, 3.3)
-    assert report["skipped_reasons"] == {"missing question wav": 1, "no gpt turn": 1}
+    assert (report["read"], report["records"], report["duration_s"]) == (5, 4, 4.8)
+    assert report["exchanges_per_dialogue"] == {1: 2, 2: 1}
+    assert report["skipped_reasons"] == {
+        "missing question wav": 1,
+        "no gpt turn": 1,
+        "missing question wav (later turns of the dialogue dropped)": 1,
+    }
     assert report["skipped"] == [
+        {
+            "id": "d2-t2",
+            "reason": "missing question wav (later turns of the dialogue dropped)",
+        },
         {"id": "d3", "reason": "missing question wav", "detail": str(root / "wavs" / "missing.wav")},
         {"id": "d4", "reason": "no gpt turn"},
     ]
     assert [e["id"] for e in report["without_response_audio"]] == ["d5"]
-    assert report["multi_turn_dialogues"] == 1
     assert any("CosyVoice2" in note and "re-extract" in note for note in report["notes"])
-    assert json.loads((out / "import_report.json").read_text()) == report
+    assert json.loads((out / "import_report.json").read_text()) == json.loads(json.dumps(report))
     assert sorted(p.name for p in out.iterdir()) == ["import_report.json", "records.jsonl"]
 
     assert import_instructs2s(json_path, root, tmp_path / "two", limit=2)["records"] == 2
@@ -223,7 +239,7 @@ def test_voiceassistant_wrong_layout_is_an_error(tmp_path):
 def test_cli(instructs2s, tmp_path, capsys):
     json_path, root = instructs2s
     importers.main(["instructs2s", "--json", str(json_path), "--audio-root", str(root), "--out", str(tmp_path / "a")])
-    assert "3 records" in capsys.readouterr().out
+    assert "4 records" in capsys.readouterr().out
     shard = voiceassistant_shard(tmp_path / "s.parquet", [va_row("x", 1, 0, "Hi?", wav_bytes(0.5), "Hello.")])
     importers.main(["voiceassistant", "--parquet", str(shard), "--out", str(tmp_path / "b"), "--limit", "5"])
     assert "1 records" in capsys.readouterr().out and records(tmp_path / "b")[0]["id"] == "x-1"

@@ -65,7 +65,10 @@ def test_a_spoken_question_streams_text_and_audio_that_join_to_the_answer(server
 
     async def talk():
         async with websockets.connect(ws_url(server.url)) as ws:
-            return await question(ws, audio), await question(ws, audio, sample_rate=24000, chunk_size=0)
+            first = await question(ws, audio)
+            await ws.send(json.dumps({"type": "reset"}))  # a new conversation: answered as if alone
+            assert json.loads(await ws.recv()) == {"type": "reset"}
+            return first, await question(ws, audio, sample_rate=24000, chunk_size=0)
 
     events, offline = asyncio.run(talk())
     joined = check_answer(events, 16000)
@@ -77,6 +80,20 @@ def test_a_spoken_question_streams_text_and_audio_that_join_to_the_answer(server
     assert len([e for e in offline if e["type"] == "audio"]) <= 2
     at_16k = ask(server.url, WAV, chunk_size=0).audio
     assert offline[-1]["samples"] == pytest.approx(1.5 * len(at_16k), abs=2)
+
+
+def test_a_connection_is_a_conversation_answered_in_the_context_of_its_earlier_turns(server):
+    audio = load_audio(WAV)
+
+    async def talk():
+        async with websockets.connect(ws_url(server.url)) as ws:
+            return [(await question(ws, audio))[-1] for _ in range(3)]
+
+    first, second, third = asyncio.run(talk())
+    assert [d["context_turns"] for d in (first, second, third)] == [0, 2, 4]
+    alone = ask(server.url, WAV, chunk_size=5)  # HTTP: no conversation
+    assert alone.text == first["text"] and "context_turns" not in alone.done
+    assert second["text"] != first["text"]  # the same question, asked again after an answer, reads differently
 
 
 def test_http_streams_the_same_events_as_ndjson(server):
