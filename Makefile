@@ -58,7 +58,7 @@ WHISPER := $(ASSETS)/whisper_base.pt
 
 .PHONY: help system-deps setup test test-all lint bench bench-builder bench-stage2 gpu-check assets data-demo units tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
-	train-vocoder train-vocoder-demo eval-stage1 eval-stage2 eval-vocoder eval-latency demo demo-tiny clean piper
+	train-vocoder train-vocoder-demo eval-stage1 eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
 
 ## the Python environment (.venv) and the Debian packages
 setup: $(STAMP) system-deps
@@ -205,6 +205,17 @@ eval-stage1: setup $(STAGE1_MODEL) $(HELDOUT)
 	@$(call timed,eval-stage1,$(PY) -m omni.eval.text_parity --model $(STAGE1_RUN)/model \
 		--data $(HELDOUT) --out $(STAGE1_RUN)/eval --cascade)
 
+## second turns of held-out dialogues answered with and without the first: STAGE1_RUN/eval/dialogue.md
+eval-dialogue: setup $(STAGE1_MODEL) $(HELDOUT)
+	@$(call timed,eval-dialogue,$(PY) -m omni.eval.dialogue --model $(STAGE1_RUN)/model \
+		--data $(HELDOUT) --out $(STAGE1_RUN)/eval $(ARGS))
+
+## ASR-WER of the spoken answers (Omega 10, offline; held-out and training) and a listening page: runs/spoken_answers
+eval-spoken: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(UNITS_HELDOUT) $(WHISPER)
+	@$(call timed,eval-spoken,$(PY) -m omni.eval.spoken_answers --model $(STAGE1_RUN)/model \
+		--decoder $(STAGE2_RUN)/model --vocoder $(VOCODER_RUN)/model --heldout $(UNITS_HELDOUT) \
+		--train $(DEMO_DATA)/units/train.jsonl --whisper $(WHISPER) --out runs/spoken_answers $(ARGS))
+
 ## unit error rate of the speech decoder on held-out answers: STAGE2_RUN/eval
 eval-stage2: setup $(STAGE2_MODEL) $(UNITS_HELDOUT)
 	@$(call timed,eval-stage2,$(PY) -m omni.eval.speech_units --decoder $(STAGE2_RUN)/model \
@@ -225,15 +236,17 @@ demo: setup
 	@rm -f $(TIMINGS)
 	$(MAKE) --no-print-directory train-stage1-demo
 	$(MAKE) --no-print-directory eval-stage1
+	$(MAKE) --no-print-directory eval-dialogue
 	$(MAKE) --no-print-directory train-stage2-demo
 	$(MAKE) --no-print-directory eval-stage2
 	$(MAKE) --no-print-directory train-vocoder-demo
-	$(MAKE) --no-print-directory eval-vocoder
+	$(MAKE) --no-print-directory eval-spoken
 	$(MAKE) --no-print-directory eval-latency
 	@echo "demo done. Step times ($(TIMINGS)):"; cat $(TIMINGS)
 	@echo "text parity: $(STAGE1_RUN)/eval/parity.md; training summary: $(STAGE1_RUN)/summary.json"
 	@echo "speech units: $(STAGE2_RUN)/eval/units.md; training summary: $(STAGE2_RUN)/summary.json"
-	@echo "vocoder: $(VOCODER_RUN)/eval/vocoder.md, wavs/ and spectrogram.png"
+	@echo "spoken answers: runs/spoken_answers/spoken_answers.md; listen: runs/spoken_answers/listen/listen.md"
+	@echo "dialogues: $(STAGE1_RUN)/eval/dialogue.md"
 	@echo "latency against chunk size: runs/latency/latency.md and runs/latency/latency.png"
 
 ## the whole training path on tiny random models in under a minute (runs/demo_tiny, fresh each time)

@@ -4,9 +4,11 @@
 
 Each family has phrasings and values. The last phrasing of every family and a fixed share of its
 values are held out: a held-out instruction uses a held-out phrasing, a held-out value, or both, so
-the evaluation asks questions whose wording or subject the model never heard in training. The JSONL
-written here is the source of the demo's build (`data_recipes/configs/demo.yaml`): `id`, `instruction`,
-`family`, `held_out`.
+the evaluation asks questions whose wording or subject the model never heard in training. A share of
+the instructions (DIALOGUE_SHARE) start a two-turn dialogue: a follow-up question of their family that
+only makes sense after them ("And what language do they speak there?"), answered in the build with the
+first turn in context. The JSONL written here is the source of the demo's build
+(`data_recipes/configs/demo.yaml`): `id`, `instruction`, `family`, `held_out`, and `follow_ups` where one is.
 """
 
 from __future__ import annotations
@@ -468,6 +470,18 @@ FAMILIES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 HELD_OUT_VALUE_SHARE = 0.15
+DIALOGUE_SHARE = 0.12  # instructions that get a follow-up question (a second turn that needs the first)
+FOLLOW_UPS: dict[str, list[str]] = {  # per family: questions that lean on the first turn's subject
+    "capital": ["And what language do they speak there?", "Which continent is it on?", "Is it a big country?"],
+    "define": ["Can you use it in a sentence?", "What is another word for it?"],
+    "opposite": ["And what is the opposite of that?", "Can you use both in a sentence?"],
+    "arithmetic": ["And if you add one more?", "Is that an even number?"],
+    "animal": ["Where does it live?", "What does it eat?"],
+    "color": ["Why is it that color?", "What else has that color?"],
+    "howmany": ["And how many in two of them?", "Is that a lot?"],
+    "howto": ["How long does that take?", "Is it hard to do?"],
+    "category": ["Which one is your favourite?", "Can you name one more?"],
+}
 
 
 @dataclass(frozen=True)
@@ -476,6 +490,7 @@ class Instruction:
     family: str
     text: str
     held_out: bool
+    follow_up: str | None = None  # the second question of its dialogue, if it starts one
 
 
 def _arithmetic_values() -> list[str]:
@@ -492,6 +507,7 @@ def _fill(template: str, value: str) -> str:
 def build_instructions(seed: int = 0) -> list[Instruction]:
     """Every instruction, marked held-out or not, in a fixed shuffled order."""
     rng = random.Random(seed)
+    dialogue_rng = random.Random(f"dialogues-{seed}")  # its own stream: the single-turn set stays as it was
     items: list[Instruction] = []
     for family, (templates, values) in FAMILIES.items():
         values = values or _arithmetic_values()
@@ -502,9 +518,10 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
         for t, template in enumerate(templates):
             for value in values:
                 held = template == held_template or value in held_values
-                items.append(
-                    Instruction(f"{family}-{t}-{values.index(value):03d}", family, _fill(template, value), held)
-                )
+                item_id = f"{family}-{t}-{values.index(value):03d}"
+                follow = FOLLOW_UPS.get(family) if dialogue_rng.random() < DIALOGUE_SHARE else None
+                question = follow[dialogue_rng.randrange(len(follow))] if follow else None
+                items.append(Instruction(item_id, family, _fill(template, value), held, question))
     rng.shuffle(items)
     return items
 
@@ -513,7 +530,11 @@ def write_source(out: Path, max_train: int | None = None, max_heldout: int | Non
     """The demo's instructions as a builder source: every training one and the first `max_heldout` held out."""
     items = build_instructions()
     chosen = [i for i in items if not i.held_out][:max_train] + [i for i in items if i.held_out][:max_heldout]
-    rows = [{"id": i.id, "instruction": i.text, "family": i.family, "held_out": i.held_out} for i in chosen]
+    rows = [
+        {"id": i.id, "instruction": i.text, "family": i.family, "held_out": i.held_out}
+        | ({"follow_ups": [i.follow_up]} if i.follow_up else {})
+        for i in chosen
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
