@@ -7,7 +7,7 @@ import soundfile
 from data_recipes.builder import pipeline
 from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.speakable import speakable
-from data_recipes.demo.instructions import build_instructions, write_source
+from data_recipes.demo.instructions import DIALOGUE_SHARE, FOLLOW_UPS, build_instructions, write_source
 from omni.config import load_config
 from omni.data import SpeechInstructionDataset
 
@@ -27,6 +27,18 @@ def test_heldout_never_shares_a_phrasing_and_value_with_training():
         assert not any(k[0] == family and k[2] == value for k in train_keys) or not any(
             k[0] == family and k[1] == template for k in train_keys
         )
+
+
+def test_a_share_of_the_instructions_start_a_dialogue_with_a_follow_up_of_their_family(tmp_path):
+    items = build_instructions()
+    dialogues = [i for i in items if i.follow_up]
+    assert abs(len(dialogues) / len(items) - DIALOGUE_SHARE) < 0.03
+    assert all(i.follow_up in FOLLOW_UPS[i.family] for i in dialogues) and any(i.held_out for i in dialogues)
+    write_source(tmp_path / "s.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert {r["id"]: r["follow_ups"] for r in rows if "follow_ups" in r} == {
+        i.id: [i.follow_up] for i in items if i.follow_up and i.id in {r["id"] for r in rows}
+    }
 
 
 def test_speakable_filter():
@@ -71,7 +83,8 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
     )
     pipeline.ShardBuild(config).run()
     report = pipeline.merge(config)
-    assert report["records"] == {"train": 4, "heldout": 2}
+    assert report["records"] == {"train": 6, "heldout": 2}  # two of the first questions start a dialogue
+    assert report["later_turns"] == {"train": 2, "heldout": 0}
     assert report["steps"]["answer"]["skipped"] == {"symbols or list markup": 1}
     data = SpeechInstructionDataset(tmp_path / "train.jsonl")
     records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
@@ -83,6 +96,10 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
         answer = soundfile.info(str(tmp_path / record["response_audio"]))
         assert answer.samplerate == 16000 and abs(answer.duration - record["response_duration"]) < 0.01
     assert len({r["voice"] for r in records}) > 1  # questions: several voices
+    for later in (r for r in records if "history" in r):
+        assert later["instruction"] in FOLLOW_UPS[later["family"]] and later["id"].endswith("-t1")
+        first = next(r for r in records if r["id"] == later["dialogue"])
+        assert later["history"][0] == {"role": "user", "text": first["instruction"], "audio": first["audio"]}
     answer_voices = {
         json.loads(line)["voice"]
         for line in (tmp_path / "work" / "shard-00000-of-00001" / "answer_speech.jsonl").read_text().splitlines()
