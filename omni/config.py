@@ -156,6 +156,8 @@ class SpeechDecoderConfig:
     """RMSNorm epsilon of the decoder layers (LLaMA-Omni's inherit Llama-3.1's 1e-5)"""
     alignment: Literal["at_token", "predicting"] = "at_token"
     """LLM state per answer token: at_token = at it (training) | predicting = the one that chose it (LLaMA-Omni's)"""
+    token_embeddings: bool = False
+    """also read each answer token's input embedding beside its state (its identity; off = the reference's input)"""
     init_from: str | None = None
     """a speech decoder directory stage 2 starts from (e.g. converted LLaMA-Omni's); null = fresh weights"""
     attention_dropout: float = 0.0

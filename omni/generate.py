@@ -164,7 +164,11 @@ class SpeechGenerator:
             if not predicting:
                 state, logits = llm_step(tokens)  # the tokens' own states
             # "predicting": `state` chose these tokens, so their units need not wait for the LLM's next step
-            labels, cache = self._unit_labels(state, cache, states)
+            read = state
+            if self.decoder.config.token_embeddings:  # each state with its token's embedding, as in training
+                embedded = self.model.token_embeddings(torch.tensor(tokens, device=self.device)[:, None])
+                read = torch.cat([state, embedded.to(state.dtype)], dim=-1)
+            labels, cache = self._unit_labels(read, cache, states)
             for i, r in enumerate(requests):
                 if not r.done:
                     yield from self._advance(r, i, tokens[i], labels[i], chunk_size, start)

@@ -44,17 +44,19 @@ def open_or_build(
     world: int = 1,
     barrier: Callable[[], None] = lambda: None,
     alignment: str = "at_token",
+    token_embeddings: bool = False,
 ) -> HiddenCacheDataset:
     """The finished cache of `dataset`'s answers under the model in `model_dir`, joined with their units.
 
     Shards missing or stale (another model, data, alignment or shard size) are built first, each of `world`
     processes writing its share (`barrier` waits for all of them); the model is loaded only when there is work.
-    `alignment` is the decoder's (`OmniModel.response_hidden_states`).
+    `alignment` and `token_embeddings` are the decoder's (`OmniModel.response_hidden_states`).
     """
     directory = Path(directory)
-    key = fingerprint(model_dir, dataset, alignment)
+    key = fingerprint(model_dir, dataset, alignment, token_embeddings)
     if missing_shards(directory, key, len(dataset), shard_size, rank, world):
-        build_cache(load_model(), dataset, directory, key, batch_size, shard_size, rank, world, alignment)
+        model = load_model()
+        build_cache(model, dataset, directory, key, batch_size, shard_size, rank, world, alignment, token_embeddings)
     barrier()
     if rank == 0:
         finish_cache(directory, key, len(dataset), shard_size)
@@ -69,11 +71,17 @@ def model_signature(model_dir: str | Path) -> str:
     return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
 
 
-def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset, alignment: str = "at_token") -> str:
+def fingerprint(
+    model_dir: str | Path,
+    dataset: SpeechInstructionDataset,
+    alignment: str = "at_token",
+    token_embeddings: bool = False,
+) -> str:
     """Changes when the model's files change, what the LLM sees of the records does (not their units) or
-    which states are read (at_token, the default, keeps the keys of caches built before alignments existed)."""
+    which states are read (the defaults keep the keys of caches built before these options existed)."""
     parts = [model_signature(model_dir), dataset.signature(with_units=False)]
     parts += [alignment] if alignment != "at_token" else []
+    parts += ["token_embeddings"] if token_embeddings else []
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
 
 
@@ -100,6 +108,7 @@ def build_cache(
     rank: int = 0,
     world: int = 1,
     alignment: str = "at_token",
+    token_embeddings: bool = False,
 ) -> Path:
     """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one."""
     directory = Path(directory)
@@ -115,7 +124,7 @@ def build_cache(
             for first in range(start, stop, batch_size):
                 examples = [dataset[i] for i in range(first, min(first + batch_size, stop))]
                 batch = {k: v.to(device) for k, v in collate(examples).items()}
-                hidden, lengths = model.response_hidden_states(batch, alignment)
+                hidden, lengths = model.response_hidden_states(batch, alignment, token_embeddings)
                 for row, ex in enumerate(examples):
                     parts["hidden"].append(hidden[row, : lengths[row]].cpu())
                     parts["lengths"].append(lengths[row : row + 1].cpu())

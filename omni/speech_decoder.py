@@ -6,8 +6,10 @@
 It reads the LLM's last-layer hidden states after the final norm, one per answer token (its tokens and
 its end-of-turn token): by default the state at each token, as both omni and LLaMA-Omni train; with
 `alignment: predicting` the state that predicted it (the last prompt state, then the states at tokens 1 to
-N-1), which is what LLaMA-Omni's inference feeds its decoder. Being causal, the frames of a token see only earlier
-tokens, which is what lets streaming emit units while the text is still being written.
+N-1), which is what LLaMA-Omni's inference feeds its decoder. With `token_embeddings` each state comes with
+the LLM's input embedding of its token (scaled to unit mean norm, `OmniModel.token_embeddings`): the token's
+identity, which the last layer, busy predicting the next token, keeps only faintly. Being causal, the frames
+of a token see only earlier tokens, which is what lets streaming emit units while the text is still being written.
 Projecting before repeating gives the reference's result (the projection acts per frame) at 1/lambda
 of its cost.
 """
@@ -36,7 +38,7 @@ class SpeechDecoder(nn.Module):
         self.config = config
         self.llm_hidden_size = llm_hidden_size
         self.blank = config.num_units
-        self.input_proj = nn.Linear(llm_hidden_size, config.hidden_size)
+        self.input_proj = nn.Linear(llm_hidden_size * (2 if config.token_embeddings else 1), config.hidden_size)
         llama = LlamaConfig(
             vocab_size=1,
             hidden_size=config.hidden_size,

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,17 @@ def test_mismatched_parts_are_refused(parts):
     small.num_units = 4
     with pytest.raises(ValueError, match="predicts 6 units but the vocoder speaks only 4"):
         SpeechGenerator(model, decoder, small)
+
+
+def test_a_decoder_reading_token_embeddings_streams_them_incrementally(parts):
+    model, plain = parts
+    torch.manual_seed(1)
+    decoder = SpeechDecoder(replace(plain.config, token_embeddings=True), model.hidden_size).eval()
+    with torch.no_grad():
+        decoder.output_proj.bias[-1] = -2.0
+    ours = run((model, decoder), chunk_size=5)[-1]
+    reference = run((model, decoder), chunk_size=5, incremental=False)[-1]
+    assert ours.units == reference.units and len(ours.units) >= 8
+    with torch.no_grad():  # without the embedding half of its input the same decoder says something else
+        decoder.input_proj.weight[:, model.hidden_size :] = 0
+    assert run((model, decoder), chunk_size=5)[-1].units != ours.units

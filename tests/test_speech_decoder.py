@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -186,3 +188,24 @@ def test_loss_reads_the_answer_not_the_question(omni, toy_dir):
     answer_moved = states + 5.0 * answer[..., None] * torch.randn_like(states)
     torch.testing.assert_close(loss(question_moved), base)
     assert abs(loss(answer_moved) - base) > 1e-3
+
+
+def test_token_embeddings_join_each_answer_state(omni, toy_dir):
+    from omni.data import SpeechInstructionDataset
+
+    data = SpeechInstructionDataset(toy_dir / "train.jsonl")
+    batch = SpeechCollator.for_model(omni)([data[0], data[1]])
+    hidden, lengths = omni.response_hidden_states(batch)
+    joined, counts = omni.response_hidden_states(batch, "at_token", token_embeddings=True)
+    size = omni.hidden_size
+    assert torch.equal(counts, lengths) and joined.shape[-1] == 2 * size
+    torch.testing.assert_close(joined[..., :size], hidden)
+    for row in range(2):
+        tokens = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
+        torch.testing.assert_close(joined[row, : lengths[row], size:], omni.token_embeddings(tokens))
+    table = omni.token_embeddings(torch.arange(omni.base_llm.get_input_embeddings().num_embeddings))
+    assert table.norm(dim=-1).mean().item() == pytest.approx(1.0, abs=1e-4)
+    decoder = SpeechDecoder(replace(SMALL, token_embeddings=True), size)
+    assert decoder.input_proj.in_features == 2 * size
+    logits, _ = decoder(joined, lengths)
+    assert logits.shape[:2] == (2, int(lengths.max()) * SMALL.upsample)

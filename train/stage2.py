@@ -70,6 +70,7 @@ def cached(
         accelerator.num_processes,
         accelerator.wait_for_everyone,
         config.decoder.alignment,
+        config.decoder.token_embeddings,
     )
     units = sum(len(u) for u in cache.units)
     accelerator.print(
@@ -117,7 +118,9 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
 
         def hidden_batch(batch: Batch) -> Batch:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            hidden, lengths = frozen.response_hidden_states(batch, config.decoder.alignment)
+            hidden, lengths = frozen.response_hidden_states(
+                batch, config.decoder.alignment, config.decoder.token_embeddings
+            )
             return {
                 "hidden": hidden,
                 "lengths": lengths,

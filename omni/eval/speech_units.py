@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         lambda: OmniModel.from_pretrained(model_dir).eval(),
         args.batch_size,
         alignment=trained.config.alignment,
+        token_embeddings=trained.config.token_embeddings,
     )
     loader = DataLoader(cached, batch_size=args.batch_size, collate_fn=collate_hidden)
     results, rows = {}, {}
