@@ -56,7 +56,7 @@ HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-stage2 gpu-check assets data-demo units tiny-assets toy-data \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
 
@@ -110,6 +110,10 @@ bench: setup
 ## the data builder's records per minute on the demo config with 1 and 2 processes, and their ratio
 bench-builder: assets
 	$(PY) tests/benchmarks/bench_builder.py --llm $(ASSETS)/smollm2-135m-instruct
+
+## LLM positions an earlier exchange of a conversation costs, its question as speech or as text, on the demo data
+bench-history: $(STAGE1_MODEL) $(HELDOUT)
+	$(PY) tests/benchmarks/bench_history_positions.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/train.jsonl
 
 ## stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config
 bench-stage2: units $(STAGE1_MODEL)
