@@ -169,13 +169,14 @@ class Worker:
         started = time.perf_counter()
         rate = self.generator.vocoder.sample_rate
         answers = [Answer(job.id, rate, job.sample_rate, job.asked_at, started) for job in batch]
-        events = self.generator.batch(
-            [job.audio for job in batch],
-            batch[0].chunk_size or None,
-            self.max_new_tokens,
-            histories=[job.history for job in batch],
-        )
-        try:  # whatever fails, the thread goes on to the next batch
+        events = None
+        try:  # whatever fails (the call included), the thread goes on to the next batch
+            events = self.generator.batch(
+                [job.audio for job in batch],
+                batch[0].chunk_size or None,
+                self.max_new_tokens,
+                histories=[job.history for job in batch],
+            )
             for event in events:
                 job = batch[event.request]
                 if job.cancelled.is_set():
@@ -194,7 +195,8 @@ class Worker:
                 if job.state != "finished":
                     self._finish(job, [(ProtocolError("internal", f"the model failed: {err}").event(), None)], False)
         finally:
-            events.close()
+            if events is not None:
+                events.close()
 
     def _finish(self, job: Job, last: list[Out], served: bool) -> None:
         """Marks the job finished before its last events go out, so that closing it then cancels nothing."""

@@ -60,11 +60,13 @@ class Script:
     def __init__(self, tokens: int = 3, delay: float = 0.0, fail_at: int | None = None):
         self.tokens, self.delay, self.fail_at = tokens, delay, fail_at
         self.batches: list[tuple[int, int | None]] = []
+        self.histories: list[list] = []  # each batch's requests' earlier turns
         self.steps = 0
         self.closed = False
 
-    def batch(self, audios, chunk_size, max_new_tokens):
+    def batch(self, audios, chunk_size, max_new_tokens, histories=None):
         self.batches.append((len(audios), chunk_size))
+        self.histories.append(list(histories or [()] * len(audios)))
         self.closed = False
         try:
             for i in range(len(audios)):

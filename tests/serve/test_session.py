@@ -52,3 +52,30 @@ def test_questions_sent_back_to_back_are_answered_in_turn():
         answers = [events_until_end(ws) for _ in range(3)]
     assert [a[-1]["type"] for a in answers] == ["done", "error", "done"]
     assert answers[1][-1]["kind"] == "bad_message" and answers[0][0]["id"] != answers[2][0]["id"]
+
+
+def test_each_connection_is_a_conversation_the_model_gets_with_each_question():
+    script = Script()
+    with TestClient(create_app(script, Settings(max_exchanges=1))) as http:
+        with http.websocket_connect("/v1/stream") as ws:
+            dones = []
+            for _ in range(3):
+                ws.send_json(START)
+                ws.send_bytes(SPEECH)
+                ws.send_json({"type": "end"})
+                dones.append(events_until_end(ws)[-1])
+            ws.send_json({"type": "reset"})
+            assert ws.receive_json() == {"type": "reset"}
+            ws.send_json(START)
+            ws.send_bytes(SPEECH)
+            ws.send_json({"type": "end"})
+            dones.append(events_until_end(ws)[-1])
+        with http.websocket_connect("/v1/stream") as other:  # another client: a conversation of its own
+            other.send_json(START)
+            other.send_bytes(SPEECH)
+            other.send_json({"type": "end"})
+            dones.append(events_until_end(other)[-1])
+    assert [d["context_turns"] for d in dones] == [0, 2, 2, 0, 0]  # max_exchanges=1 keeps the last exchange
+    second = script.histories[1][0]
+    assert [t.role for t in second] == ["user", "assistant"] and second[1].text == dones[0]["text"]
+    assert len(second[0].audio) == 8000 and script.histories[2][0][1].text == dones[1]["text"]
