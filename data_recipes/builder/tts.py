@@ -11,6 +11,7 @@ the command and http backends plug in CosyVoice or any other engine without code
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import os
@@ -142,6 +143,8 @@ def write_wav(audio: np.ndarray, sample_rate: int, out: Path) -> float:
     if not np.any(audio):
         raise AudioError(f"{out}: audio is silent")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):  # a killed run's (one writer per record)
+        stale.unlink(missing_ok=True)
     partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")  # not *.wav: globs never see it
     try:
         soundfile.write(partial, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")

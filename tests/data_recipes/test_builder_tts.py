@@ -231,3 +231,12 @@ def test_http_failures(tmp_path, tts_server):
     with pytest.raises(TTSError, match="HTTP request failed: ConnectError"):
         refused.synthesize("hello", "v", 1, out)
     only(tmp_path)
+
+
+def test_a_wav_write_clears_what_a_killed_write_of_the_same_file_left(tmp_path):
+    from data_recipes.builder.tts import write_wav
+
+    (tmp_path / ".a.wav.deadbeef.partial").write_bytes(b"half a wav")  # a SIGKILL mid-write leaves this
+    (tmp_path / ".b.wav.deadbeef.partial").write_bytes(b"another record's, being written")
+    seconds = write_wav(np.full(1600, 0.1, np.float32), 16000, tmp_path / "a.wav")
+    assert seconds == 0.1 and sorted(p.name for p in tmp_path.iterdir()) == [".b.wav.deadbeef.partial", "a.wav"]
