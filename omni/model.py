@@ -148,8 +148,9 @@ class OmniModel(nn.Module):
         )
 
     @functools.cached_property
-    def _token_embedding_scale(self) -> torch.Tensor:
-        return self.base_llm.get_input_embeddings().weight.detach().norm(dim=-1).mean()
+    def _token_embedding_scale(self) -> float:
+        """A number, not a tensor: a cached tensor would not follow the model to another device."""
+        return self.base_llm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean().item()
 
     @torch.no_grad()
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
