@@ -7,7 +7,8 @@ values are held out: a held-out instruction uses a held-out phrasing, a held-out
 the evaluation asks questions whose wording or subject the model never heard in training. A share of
 the instructions (DIALOGUE_SHARE) start a two-turn dialogue: a follow-up question of their family that
 only makes sense after them ("And what language do they speak there?"), answered in the build with the
-first turn in context. The JSONL written here is the source of the demo's build
+first turn in context; held-out instructions get one more often (HELD_OUT_DIALOGUE_SHARE), so the dialogue
+evaluation has enough second turns. The JSONL written here is the source of the demo's build
 (`data_recipes/configs/demo.yaml`): `id`, `instruction`, `family`, `held_out`, and `follow_ups` where one is.
 """
 
@@ -471,6 +472,7 @@ FAMILIES: dict[str, tuple[list[str], list[str]]] = {
 
 HELD_OUT_VALUE_SHARE = 0.15
 DIALOGUE_SHARE = 0.12  # instructions that get a follow-up question (a second turn that needs the first)
+HELD_OUT_DIALOGUE_SHARE = 0.5  # held-out instructions that get one: enough second turns for the dialogue evaluation
 FOLLOW_UPS: dict[str, list[str]] = {  # per family: questions that lean on the first turn's subject
     "capital": ["And what language do they speak there?", "Which continent is it on?", "Is it a big country?"],
     "define": ["Can you use it in a sentence?", "What is another word for it?"],
@@ -508,6 +510,8 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
     """Every instruction, marked held-out or not, in a fixed shuffled order."""
     rng = random.Random(seed)
     dialogue_rng = random.Random(f"dialogues-{seed}")  # its own stream: the single-turn set stays as it was
+    held_out_rng = random.Random(f"held-out-dialogues-{seed}")  # more held-out ones; the training set stays as it was
+    extra = (HELD_OUT_DIALOGUE_SHARE - DIALOGUE_SHARE) / (1 - DIALOGUE_SHARE)
     items: list[Instruction] = []
     for family, (templates, values) in FAMILIES.items():
         values = values or _arithmetic_values()
@@ -521,6 +525,8 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
                 item_id = f"{family}-{t}-{values.index(value):03d}"
                 follow = FOLLOW_UPS.get(family) if dialogue_rng.random() < DIALOGUE_SHARE else None
                 question = follow[dialogue_rng.randrange(len(follow))] if follow else None
+                if held and question is None and family in FOLLOW_UPS and held_out_rng.random() < extra:
+                    question = held_out_rng.choice(FOLLOW_UPS[family])
                 items.append(Instruction(item_id, family, _fill(template, value), held, question))
     rng.shuffle(items)
     return items

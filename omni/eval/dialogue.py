@@ -35,8 +35,8 @@ def score(answers: list[str], references: list[str]) -> dict[str, float]:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"Second turns of {report['items']} held-out dialogues, answered from speech; scored against the data's "
-        "answer (the text LLM's, given the same history). Earlier questions given as "
+        f"Second turns of {report['items']} dialogues of `{report['data']}`, answered from speech; scored against "
+        "the data's answer (the text LLM's, given the same history). Earlier questions given as "
         f"{report['history_as']}.",
         "",
         "| prompt | exact match | ROUGE-L |",
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     }
     report = {
+        "data": str(args.data),
         "items": len(examples),
         "history_as": model.config.prompt.history,
         **{name: score(texts, references) for name, texts in answers.items()},

@@ -7,7 +7,13 @@ import soundfile
 from data_recipes.builder import pipeline
 from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.speakable import speakable
-from data_recipes.demo.instructions import DIALOGUE_SHARE, FOLLOW_UPS, build_instructions, write_source
+from data_recipes.demo.instructions import (
+    DIALOGUE_SHARE,
+    FOLLOW_UPS,
+    HELD_OUT_DIALOGUE_SHARE,
+    build_instructions,
+    write_source,
+)
 from omni.config import load_config
 from omni.data import SpeechInstructionDataset
 
@@ -32,7 +38,11 @@ def test_heldout_never_shares_a_phrasing_and_value_with_training():
 def test_a_share_of_the_instructions_start_a_dialogue_with_a_follow_up_of_their_family(tmp_path):
     items = build_instructions()
     dialogues = [i for i in items if i.follow_up]
-    assert abs(len(dialogues) / len(items) - DIALOGUE_SHARE) < 0.03
+    training = [i for i in items if not i.held_out]
+    assert abs(sum(bool(i.follow_up) for i in training) / len(training) - DIALOGUE_SHARE) < 0.03
+    held_out_with_follow_ups = [i for i in items if i.held_out and i.family in FOLLOW_UPS]
+    share = sum(bool(i.follow_up) for i in held_out_with_follow_ups) / len(held_out_with_follow_ups)
+    assert abs(share - HELD_OUT_DIALOGUE_SHARE) < 0.05
     assert all(i.follow_up in FOLLOW_UPS[i.family] for i in dialogues) and any(i.held_out for i in dialogues)
     write_source(tmp_path / "s.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
@@ -83,8 +93,8 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
     )
     pipeline.ShardBuild(config).run()
     report = pipeline.merge(config)
-    assert report["records"] == {"train": 6, "heldout": 2}  # two of the first questions start a dialogue
-    assert report["later_turns"] == {"train": 2, "heldout": 0}
+    assert report["records"] == {"train": 6, "heldout": 3}  # two training and one held-out question start one
+    assert report["later_turns"] == {"train": 2, "heldout": 1}
     assert report["steps"]["answer"]["skipped"] == {"symbols or list markup": 1}
     data = SpeechInstructionDataset(tmp_path / "train.jsonl")
     records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
@@ -106,7 +116,7 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
     }
     assert answer_voices == {"en-us"}  # answers: one voice for all
     assert len(data) == len(records) and data[0].instruction
-    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "heldout"))) == 2
+    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "heldout"))) == 3
     # a rerun asks and synthesizes nothing new
     mtimes = {p: p.stat().st_mtime for d in ("wavs", "response_wavs") for p in (tmp_path / d).iterdir()}
     calls = FakeChat.calls
