@@ -158,6 +158,8 @@ class SpeechDecoderConfig:
     """LLM state per answer token: at_token = at it (training) | predicting = the one that chose it (LLaMA-Omni's)"""
     token_embeddings: bool = False
     """also read each answer token's input embedding beside its state (its identity; off = the reference's input)"""
+    frame_offsets: bool = False
+    """add a learned embedding of each frame's place among its token's lambda frames (off = the reference's copies)"""
     init_from: str | None = None
     """a speech decoder directory stage 2 starts from (e.g. converted LLaMA-Omni's); null = fresh weights"""
     attention_dropout: float = 0.0

@@ -8,7 +8,10 @@ its end-of-turn token): by default the state at each token, as both omni and LLa
 `alignment: predicting` the state that predicted it (the last prompt state, then the states at tokens 1 to
 N-1), which is what LLaMA-Omni's inference feeds its decoder. With `token_embeddings` each state comes with
 the LLM's input embedding of its token (scaled to unit mean norm, `OmniModel.token_embeddings`): the token's
-identity, which the last layer, busy predicting the next token, keeps only faintly. Being causal, the frames
+identity, which the last layer, busy predicting the next token, keeps only faintly. With `frame_offsets`
+each frame also gets a learned embedding of its place among its token's lambda frames: plain copies of one
+state look alike to the layers (the first token's copies give identical outputs), yet must emit different
+units. Being causal, the frames
 of a token see only earlier tokens, which is what lets streaming emit units while the text is still being written.
 Projecting before repeating gives the reference's result (the projection acts per frame) at 1/lambda
 of its cost.
@@ -61,6 +64,9 @@ class SpeechDecoder(nn.Module):
         self.layers.embed_tokens = None  # fed frames, never token ids
         self.layers.norm = nn.Identity()  # the reference has no final norm
         self.output_proj = nn.Linear(config.hidden_size, config.num_units + 1)
+        self.frame_offsets = nn.Embedding(config.upsample, config.hidden_size) if config.frame_offsets else None
+        if self.frame_offsets is not None:
+            nn.init.normal_(self.frame_offsets.weight, std=0.1)
 
     def frame_lengths(self, lengths: torch.Tensor, min_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder frames per row: lambda * M, stretched to what CTC needs when that is more ("extend")."""
@@ -80,6 +86,12 @@ class SpeechDecoder(nn.Module):
         source = torch.minimum(source, (lengths - 1).clamp(min=0)[:, None])
         return x.gather(1, source[..., None].expand(-1, -1, x.shape[-1]))
 
+    def offsets(self, lengths: torch.Tensor, frames: torch.Tensor, width: int) -> torch.Tensor:
+        """Each frame's place among the frames of its state, 0 to lambda - 1 (B, width); a stretched row's
+        frames are spread over the same lambda places."""
+        places = torch.arange(width, device=lengths.device)[None, :] * lengths[:, None] * self.config.upsample
+        return (places // frames.clamp(min=1)[:, None]) % self.config.upsample
+
     def forward(
         self, hidden: torch.Tensor, lengths: torch.Tensor, min_frames: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +103,8 @@ class SpeechDecoder(nn.Module):
         frames = self.frame_lengths(lengths, min_frames)
         x = self.input_proj(hidden.to(self.input_proj.weight.dtype))
         x = self.upsample(x, lengths, frames)
+        if self.frame_offsets is not None:
+            x = x + self.frame_offsets(self.offsets(lengths.to(x.device), frames.to(x.device), x.shape[1]))
         x = self.layers(inputs_embeds=x, use_cache=False).last_hidden_state
         return self.output_proj(x), frames
 
@@ -101,6 +115,8 @@ class SpeechDecoder(nn.Module):
         frames (the layers are causal), at the cost of the new frames only. Streaming calls it per token."""
         cache = cache if cache is not None else DynamicCache()
         x = self.input_proj(hidden.to(self.input_proj.weight.dtype)).repeat_interleave(self.config.upsample, dim=1)
+        if self.frame_offsets is not None:
+            x = x + self.frame_offsets.weight.repeat(hidden.shape[1], 1)
         out = self.layers(inputs_embeds=x, past_key_values=cache, use_cache=True)
         return self.output_proj(out.last_hidden_state), out.past_key_values
 

@@ -34,8 +34,26 @@ def test_upsample_repeats_each_state_lambda_times_or_stretches_to_the_units():
     assert row == sorted(row) and set(row) == {4.0, 5.0}
 
 
-def test_decoder_is_causal_over_tokens():
-    d = decoder()
+OFFSETS = pytest.mark.parametrize("frame_offsets", [False, True], ids=["copies", "frame_offsets"])
+
+
+def test_frame_offsets_number_each_states_frames_and_tell_copies_apart():
+    d = decoder(replace(SMALL, frame_offsets=True))
+    lengths = torch.tensor([4, 2])
+    assert d.offsets(lengths, d.frame_lengths(lengths), 12).tolist()[0] == [0, 1, 2] * 4
+    # 2 states stretched over 9 frames: 5 frames of the first (places 0 0 1 2 2), 4 of the second (0 1 1 2)
+    assert d.offsets(lengths, torch.tensor([12, 9]), 12)[1, :9].tolist() == [0, 0, 1, 2, 2, 0, 1, 1, 2]
+    hidden = torch.randn(1, 2, 16)
+    plain, _ = decoder()(hidden, torch.tensor([2]))
+    torch.testing.assert_close(plain[0, 0], plain[0, 1])  # the first token's copies see the same values
+    numbered, _ = d(hidden, torch.tensor([2]))
+    assert not torch.allclose(numbered[0, 0], numbered[0, 1])
+    assert "frame_offsets.weight" in d.state_dict() and "frame_offsets.weight" not in decoder().state_dict()
+
+
+@OFFSETS
+def test_decoder_is_causal_over_tokens(frame_offsets):
+    d = decoder(replace(SMALL, frame_offsets=frame_offsets))
     hidden = torch.randn(1, 5, 16)
     logits, frames = d(hidden, torch.tensor([5]))
     assert logits.shape == (1, 15, 13) and frames.tolist() == [15]
@@ -46,8 +64,9 @@ def test_decoder_is_causal_over_tokens():
     assert not torch.allclose(after[0, 9:], logits[0, 9:])
 
 
-def test_incremental_steps_equal_a_full_pass():
-    d = decoder()
+@OFFSETS
+def test_incremental_steps_equal_a_full_pass(frame_offsets):
+    d = decoder(replace(SMALL, frame_offsets=frame_offsets))
     hidden = torch.randn(1, 7, 16)
     full, _ = d(hidden, torch.tensor([7]))
     cache, pieces = None, []
@@ -59,8 +78,9 @@ def test_incremental_steps_equal_a_full_pass():
     assert ctc_greedy(torch.cat(pieces, 1), torch.tensor([21]), 12) == ctc_greedy(full, torch.tensor([21]), 12)
 
 
-def test_padding_does_not_change_a_row():
-    d = decoder()
+@OFFSETS
+def test_padding_does_not_change_a_row(frame_offsets):
+    d = decoder(replace(SMALL, frame_offsets=frame_offsets))
     a, b = torch.randn(3, 16), torch.randn(5, 16)
     alone, _ = d(a[None], torch.tensor([3]))
     batch = torch.zeros(2, 5, 16)
