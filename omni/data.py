@@ -74,7 +74,7 @@ class DataError(ValueError):
 @dataclass
 class Example:
     id: str
-    audio: np.ndarray  # float32 mono 16 kHz
+    audio: np.ndarray | None  # float32 mono 16 kHz; None for a text question (stage 2 only)
     response: str | None
     instruction: str | None
     units: list[int] | None
@@ -87,7 +87,9 @@ class SpeechInstructionDataset(Dataset):
 
     `adaptor_stride` refuses clips too short to give one speech embedding when a clip is encoded at
     its own length (leave it None when the encoder pads every clip to 30 s). `skip_log`, when set,
-    is the file that records skipped when loaded are appended to.
+    is the file that records skipped when loaded are appended to. `text_questions` (stage 2) accepts records
+    without audio whose `instruction` the LLM then reads as text: stage 2 learns from answers, and answers
+    are cheaper to come by than spoken questions.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class SpeechInstructionDataset(Dataset):
         num_units: int | None = None,
         on_bad_record: OnBadRecord = "error",
         adaptor_stride: int | None = None,
+        text_questions: bool = False,
     ):
         if on_bad_record not in get_args(OnBadRecord):
             raise DataError(f"on_bad_record must be one of {get_args(OnBadRecord)}, got {on_bad_record!r}")
@@ -106,6 +109,7 @@ class SpeechInstructionDataset(Dataset):
         self.num_units = num_units
         self.on_bad_record = on_bad_record
         self.adaptor_stride = adaptor_stride
+        self.text_questions = text_questions
         self.skip_log: Path | None = None
         self.skipped_at_load: dict[int, dict] = {}
         found = self._open()  # line/row number -> problem
@@ -184,7 +188,10 @@ class SpeechInstructionDataset(Dataset):
             problem = Problem(self._record(index, row), field, reason)
             raise DataError(str(problem), problem)
 
-        if reason := self._audio_problem(row.get("audio"), check_audio_files):
+        text_question = self.text_questions and row.get("audio") is None
+        if text_question and not (isinstance(row.get("instruction"), str) and row["instruction"].strip()):
+            fail("instruction", "expected the question's text (a record without audio is a text question)")
+        if not text_question and (reason := self._audio_problem(row.get("audio"), check_audio_files)):
             fail("audio", reason)
         response = row.get("response")
         if response is None and self.require_response:
@@ -236,7 +243,7 @@ class SpeechInstructionDataset(Dataset):
         """What is wrong with a record's audio, if anything; with `check_files`, its file or bytes are
         opened (not decoded) to check they are readable and long enough to give a speech embedding."""
         if audio is None:
-            return "missing"
+            return "missing" + ("" if self.text_questions else " (questions without audio serve stage 2 only)")
         if isinstance(audio, str) and not self.audio_path(audio).is_file():
             return f"file not found: {self.audio_path(audio)}"
         if isinstance(audio, dict):
@@ -279,11 +286,13 @@ class SpeechInstructionDataset(Dataset):
             return self.rows._fingerprint  # datasets' own content hash
         entries = []
         for row in self.rows:
-            audio = row["audio"]
+            audio = row.get("audio")
             if isinstance(audio, str):
                 path = self.audio_path(audio)
                 audio = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
             entry = [row.get("id"), row.get("response"), audio, row.get("units") if with_units else None]
+            if audio is None:  # a text question: the LLM reads its words
+                entry.append(row.get("instruction"))
             if row.get("history"):  # a conversation's earlier turns are what the LLM sees too
                 entry.append(row["history"])
             entries.append(entry)
@@ -306,7 +315,7 @@ class SpeechInstructionDataset(Dataset):
         row = self.rows[index]
         return Example(
             id=str(row.get("id", self._numbers[index])),
-            audio=self._load_audio(index, row),
+            audio=None if row.get("audio") is None else self._load_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
             units=row.get("units"),
@@ -449,14 +458,16 @@ class SpeechCollator:
             earlier = self.prompt.speech_turns(ex.history)
             clips = [t.audio if isinstance(t.audio, np.ndarray) else load_audio(t.audio) for t in earlier]
             counts = []
-            for n, clip in enumerate([*clips, ex.audio]):
+            current = [] if ex.audio is None else [ex.audio]  # a text question takes no clip: its words are the turn
+            for n, clip in enumerate([*clips, *current]):
                 clip_windows, count = self._clip(clip, ex.id if n == len(clips) else f"{ex.id}, history question {n}")
                 windows += clip_windows
                 windows_per_clip.append(len(clip_windows))
                 counts.append(count)
             clips_per_row.append(len(counts))
             response = ex.response if self.with_response else None
-            seq, lab = self.prompt.encode(counts, response, ex.history, self.label_history)
+            question = ex.instruction if ex.audio is None else None
+            seq, lab = self.prompt.encode(counts, response, ex.history, self.label_history, question)
             ids.append(seq)
             labels.append(lab)
         width = max(len(s) for s in ids)
@@ -468,8 +479,8 @@ class SpeechCollator:
             batch_ids[row, span] = torch.tensor(seq)
             batch_labels[row, span] = torch.tensor(lab)
             mask[row, span] = 1
-        frames = torch.tensor([w.shape[-1] for w in windows])
-        mels = torch.zeros(len(windows), self.n_mels, int(frames.max()))
+        frames = torch.tensor([w.shape[-1] for w in windows], dtype=torch.long)
+        mels = torch.zeros(len(windows), self.n_mels, int(frames.max()) if windows else 0)
         for i, w in enumerate(windows):
             mels[i, :, : w.shape[-1]] = w
         return {
@@ -478,6 +489,6 @@ class SpeechCollator:
             "labels": batch_labels,
             "mels": mels,
             "mel_frames": frames,
-            "windows_per_clip": torch.tensor(windows_per_clip),
+            "windows_per_clip": torch.tensor(windows_per_clip, dtype=torch.long),
             "clips_per_row": torch.tensor(clips_per_row),
         }

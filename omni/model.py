@@ -110,6 +110,9 @@ class OmniModel(nn.Module):
     def embed_speech(
         self, mels: torch.Tensor, mel_frames: torch.Tensor, windows_per_clip: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not len(windows_per_clip):  # a batch of text questions: no speech at all
+            empty = torch.zeros(0, 0, self.hidden_size, device=mels.device)
+            return empty, torch.zeros(0, dtype=torch.long, device=mels.device)
         clips, _ = self.encoder.encode_clips(mels, mel_frames, windows_per_clip.tolist())
         return self.adaptor(clips)
 

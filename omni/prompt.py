@@ -81,10 +81,14 @@ class PromptBuilder:
         self.end_of_turn_ids = ids
         self.encode(1)  # a template that cannot render the prompt fails here, not in the first batch
 
-    def messages(self, response: str | None = None, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
+    def messages(
+        self, response: str | None = None, history: Sequence[Turn] = (), question: str | None = None
+    ) -> list[dict[str, str]]:
+        """The chat turns; the current question is its speech slot, or `question`'s words (a text question)."""
         messages = [{"role": "system", "content": self.config.system}] if self.config.system else []
         messages += [{"role": turn.role, "content": self._content(turn)} for turn in history]
-        messages.append({"role": "user", "content": self.config.user})
+        user = self.config.user if question is None else self.config.user.replace(self.config.placeholder, question)
+        messages.append({"role": "user", "content": user})
         if response is not None:
             messages.append({"role": "assistant", "content": response})
         return messages
@@ -133,18 +137,20 @@ class PromptBuilder:
         response: str | None = None,
         history: Sequence[Turn] = (),
         label_history: bool | None = None,
+        question: str | None = None,
     ) -> tuple[list[int], list[int]]:
         """input_ids and labels for one example; without a response, the generation prompt.
 
         `num_speech`: speech embeddings of the current question, or of every speech slot in order (the
         earlier questions of `speech_turns(history)`, then the current one). `label_history` (default:
-        `prompt.train_on`) labels the earlier answers too."""
+        `prompt.train_on`) labels the earlier answers too. `question`, for a text question, is the current
+        question's words in place of its speech slot (stage 2 learns from answers alone)."""
         if problem := check_history(history):
             raise PromptError(f"history turn {problem[0]}, field {problem[1]!r}: {problem[2]}")
         counts = [num_speech] if isinstance(num_speech, int) else list(num_speech)
         if label_history is None:
             label_history = self.config.train_on == "every_answer"
-        messages = self.messages(response, history)
+        messages = self.messages(response, history, question)
         full = self._render(messages, response is None)
         cuts: list[tuple[int, int, str]] = []  # (start, end, what) in the rendered text
         for j, message in enumerate(messages):

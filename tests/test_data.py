@@ -95,7 +95,7 @@ def test_missing_dataset(tmp_path):
 def bad_records(wav):
     """25 bad records of seven kinds, each with the field and reason the report must give."""
     kinds = [
-        ({"response": "hi"}, "audio", "missing"),
+        ({"response": "hi"}, "audio", "missing (questions without audio serve stage 2 only)"),
         ({"audio": "nope.wav", "response": "hi"}, "audio", "file not found"),
         ({"audio": wav}, "response", "missing"),
         ({"audio": wav, "response": " "}, "response", "expected non-empty text"),

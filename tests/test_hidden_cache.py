@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.data import DataError, SpeechCollator, SpeechInstructionDataset
 from omni.hidden_cache import (
     META_FILE,
     SHARD_SIZE,
@@ -16,6 +16,7 @@ from omni.hidden_cache import (
     shard_path,
 )
 from omni.model import OmniModel
+from omni.prompt import SPEECH_TOKEN_ID
 from omni.speech_decoder import SpeechDecoder, pad_units
 from tests.test_speech_decoder import SMALL
 
@@ -132,3 +133,41 @@ def test_open_or_build_loads_the_model_only_when_shards_are_missing(omni, data, 
     assert len(loads) == 2
     other_units = HiddenCacheDataset(tmp_path, [[1, 2]] * 16)
     assert other_units.signature() != first.signature()  # what stage 2 learns from includes the units
+
+
+def test_text_questions_are_read_as_words_alone_or_beside_spoken_ones(omni, toy_dir, tmp_path):
+    rows = [json.loads(line) for line in (toy_dir / "train.jsonl").read_text().splitlines()][:4]
+    for row in rows:
+        row["audio"] = str(toy_dir / row["audio"])
+    rows[0].pop("audio")  # text questions: the LLM reads "Which tone is this?"
+    rows[2].pop("audio")
+    manifest = tmp_path / "mixed.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"line 1 .*field 'audio': missing \(questions without audio serve stage 2"):
+        SpeechInstructionDataset(manifest, num_units=32)
+    data = SpeechInstructionDataset(manifest, num_units=32, text_questions=True)
+    assert data[0].audio is None and data[1].audio is not None
+
+    collate = SpeechCollator.for_model(omni, label_history=False)
+    alone = collate([data[0]])  # a batch without any speech
+    words = omni.tokenizer("Which tone is this?", add_special_tokens=False)["input_ids"]
+    ids = alone["input_ids"][0].tolist()
+    assert SPEECH_TOKEN_ID not in ids and any(ids[i : i + len(words)] == words for i in range(len(ids)))
+    assert alone["mels"].shape[0] == 0 and alone["clips_per_row"].tolist() == [0]
+
+    build_cache(omni, data, tmp_path / "cache", "k", batch_size=3)  # rows 0-2 share a batch
+    finish_cache(tmp_path / "cache", "k", len(data), SHARD_SIZE)
+    cached = HiddenCacheDataset(tmp_path / "cache", data.column("units"))
+    for i in range(len(data)):
+        hidden, lengths = omni.response_hidden_states(collate([data[i]]))
+        assert cached.lengths[i] == int(lengths[0]) == len(omni.prompt.response_ids(data[i].response))
+        torch.testing.assert_close(cached[i]["hidden"], hidden[0, : lengths[0]], atol=1e-5, rtol=1e-5)
+
+    before = data.signature(with_units=False)
+    rows[0]["instruction"] = "Which pitch is this?"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert SpeechInstructionDataset(manifest, text_questions=True).signature(with_units=False) != before
+    rows[0].pop("instruction")
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"line 1 .*field 'instruction': expected the question's text"):
+        SpeechInstructionDataset(manifest, text_questions=True)

@@ -96,6 +96,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
         num_units=num_units,
         on_bad_record=d.on_bad_record,
         adaptor_stride=frozen.config.adaptor.stride,
+        text_questions=True,  # answers are what stage 2 learns from; a question may come as text
     )
     train_data = open_data(d.train)
     eval_data = open_data(d.eval) if d.eval else None
