@@ -200,13 +200,18 @@ class Codebook:
 
 
 class WhisperFeatures:
-    """Features from `layer` blocks into a frozen Whisper encoder (50 frames per second)."""
+    """Features from `layer` blocks into a frozen Whisper encoder: 50 frames per second, or 50 / `pool` with
+    each `pool` consecutive frames averaged (the last group may be shorter). Fewer, longer frames make fewer
+    units per second for the speech decoder to predict."""
 
-    def __init__(self, encoder: SpeechEncoder, layer: int):
+    def __init__(self, encoder: SpeechEncoder, layer: int, pool: int = 1):
         if not 0 < layer <= len(encoder.whisper.blocks):
             raise UnitError(f"Whisper layer {layer} is outside 1..{len(encoder.whisper.blocks)}")
+        if pool < 1:
+            raise UnitError(f"pool must be at least 1 (frames averaged into one), got {pool}")
         self.encoder = encoder
         self.layer = layer
+        self.pool = pool
 
     @torch.no_grad()
     def __call__(self, clips: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -222,7 +227,14 @@ class WhisperFeatures:
             mels[i, :, : w.shape[-1]] = w
         device = next(self.encoder.parameters()).device
         features, _ = self.encoder.encode_clips(mels.to(device), frames.to(device), per_clip, self.layer)
-        return [f.float().cpu() for f in features]
+        return [average_frames(f.float().cpu(), self.pool) for f in features]
+
+
+def average_frames(features: torch.Tensor, pool: int) -> torch.Tensor:
+    """(T, D) -> (ceil(T / pool), D): the mean of each `pool` consecutive frames."""
+    if pool == 1:
+        return features
+    return torch.stack([group.mean(0) for group in features.split(pool)])
 
 
 class HubertFeatures:
@@ -307,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--hubert", help="HuBERT-family model (transformers): hub name or directory")
     source.add_argument("--whisper", help="openai-whisper name or checkpoint")
     parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--pool", type=int, default=1, help="Whisper frames averaged into one (as the codebook's)")
     parser.add_argument("--codebook", type=Path, required=True, help=".npy / .safetensors centroids (or a pickle)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow a joblib/pickle codebook (runs code)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -319,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         features = HubertFeatures(args.hubert, args.layer, args.device)
     else:
         encoder = SpeechEncoder.from_config(EncoderConfig(name_or_path=args.whisper)).to(args.device)
-        features = WhisperFeatures(encoder, args.layer)
+        features = WhisperFeatures(encoder, args.layer, args.pool)
     extractor = UnitExtractor(features, codebook)
     count = extract_manifest(extractor, args.data, args.out, args.batch_size)
     print(f"wrote {args.out}: {count} records with units (K={extractor.codebook.size})")

@@ -107,6 +107,12 @@ def test_whisper_features_per_layer_and_batch_independent(tiny_dir):
     assert not torch.allclose(last, alone[0])
     with pytest.raises(UnitError, match="outside 1..2"):
         WhisperFeatures(encoder, 3)
+    pooled = WhisperFeatures(encoder, 1, pool=2)(clips)
+    assert [f.shape for f in pooled] == [(25, 64), (63, 64)]  # 25 frames per second; the last group is one frame
+    torch.testing.assert_close(pooled[1][:62], alone[1][:124].view(62, 2, 64).mean(1))
+    torch.testing.assert_close(pooled[1][62], alone[1][124])
+    with pytest.raises(UnitError, match="pool must be at least 1"):
+        WhisperFeatures(encoder, 1, pool=0)
 
 
 def tiny_hubert(directory):

@@ -147,6 +147,8 @@ class UnitsConfig:
     """the feature model: a Whisper checkpoint or name, or a HuBERT model name or directory"""
     layer: int = 2
     """the encoder layer whose output is quantised"""
+    pool: int = 1
+    """Whisper frames averaged into one before quantising (50 / pool frames per second; the vocoder's unit_rate)"""
     k: int = 500
     """codebook size K when fitting one"""
     codebook: str | None = None
@@ -159,7 +161,7 @@ class UnitsConfig:
     """clips per encoder forward"""
 
     def __post_init__(self) -> None:
-        check_positive(self, "k", "max_frames", "batch_size")
+        check_positive(self, "k", "max_frames", "batch_size", "pool")
 
 
 @dataclass

@@ -82,7 +82,9 @@ def encode_all(
     return out
 
 
-def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tuple[list[int], list[int]]], dict]:
+def quantise(
+    codebook: Codebook, features: list[torch.Tensor], frame_rate: float
+) -> tuple[list[tuple[list[int], list[int]]], dict]:
     """Deduplicated units per clip with their durations in frames, and how the codebook fits these frames."""
     all_units, all_runs, raw, used, error = [], [], 0, set(), 0.0
     for feats in features:
@@ -97,7 +99,7 @@ def quantise(codebook: Codebook, features: list[torch.Tensor]) -> tuple[list[tup
         "records": len(features),
         "frames": raw,
         "units": merged,
-        "units_per_second": round(merged / (raw / FRAME_RATE), 2),
+        "units_per_second": round(merged / (raw / frame_rate), 2),
         "frames_per_unit": round(raw / merged, 3),
         "codebook_used": len(used),
         "mean_squared_error": round(error / raw, 4),  # in the codebook's (standardised) space
@@ -123,12 +125,14 @@ def build_units(
     standardise: bool = True,
     features: str = "whisper",
     codebook_path: str | None = None,
+    pool: int = 1,
 ) -> dict:
     settings = {
         "data": str(data),
         "encoder": str(encoder),
         "features": features,
         "layer": layer,
+        "pool": pool,
         "k": size,
         "codebook": codebook_path,
         "max_frames": max_frames,
@@ -143,9 +147,12 @@ def build_units(
         return json.loads(report_path.read_text())
     began = time.perf_counter()
     if features == "hubert":
+        if pool != 1:
+            raise ValueError("pool applies to Whisper features only")
         extractor = HubertFeatures(encoder, layer)
     else:
-        extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer)
+        extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer, pool)
+    frame_rate = FRAME_RATE / pool
     records = {split: read_manifest(data / f"{split}.jsonl") for split in SPLITS}
     encoded = {
         split: encode_all(extractor, [data / r["response_audio"] for r in rs], batch_size, f"features {split}")
@@ -164,20 +171,20 @@ def build_units(
     codebook.save(out / CODEBOOK_FILE)
     stats = {}
     for split, rs in records.items():
-        unit_runs, stats[split] = quantise(codebook, encoded[split])
+        unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
             relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio")}
             lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     other_sizes = {
-        str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"])[1]
+        str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"], frame_rate)[1]
         for k in compare
         if k != size
     }  # held-out figures of other codebook sizes, fitted on the same training frames
     report = {
         "settings": settings,
-        "frames_per_second": FRAME_RATE,
+        "frames_per_second": frame_rate,  # the unit vocoder's unit_rate
         "kmeans_frames": len(sample),
         "splits": stats,
         "compare_k_heldout": other_sizes,
@@ -191,7 +198,18 @@ def build_units_step(config: BuildConfig) -> dict:
     """The builder's last step: units of the merged records' spoken answers, into `<out>/units/`."""
     u, out = config.units, Path(config.out)
     return build_units(
-        out, u.model, u.layer, u.k, out / "units", u.batch_size, u.max_frames, (), u.standardise, u.features, u.codebook
+        out,
+        u.model,
+        u.layer,
+        u.k,
+        out / "units",
+        u.batch_size,
+        u.max_frames,
+        (),
+        u.standardise,
+        u.features,
+        u.codebook,
+        u.pool,
     )
 
 
@@ -202,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", choices=["whisper", "hubert"], default="whisper", help="the feature model kind")
     parser.add_argument("--codebook", default=None, help="an existing codebook; default: fit one (--k)")
     parser.add_argument("--layer", type=int, default=2, help="encoder blocks to run (Whisper base has 6)")
+    parser.add_argument("--pool", type=int, default=1, help="Whisper frames averaged into one before k-means")
     parser.add_argument("--k", type=int, default=500, help="codebook size K")
     parser.add_argument("--out", type=Path, default=Path("data/demo/units"))
     parser.add_argument("--batch-size", type=int, default=16)
@@ -223,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         args.standardise,
         args.features,
         args.codebook,
+        args.pool,
     )
     print(json.dumps(report, indent=2))
 

@@ -86,6 +86,22 @@ class UnitSpeechDataset(Dataset):
         total = sum(self.target(i).sum(0) for i in tqdm(range(len(self)), desc="mean log-mel", leave=False))
         return total / sum(len(self.target(i)) for i in range(len(self)))
 
+    def check_unit_rate(self, unit_rate: float, mel_rate: float, tolerance: float = 0.1) -> None:
+        """Raise when the units' durations and the speech disagree on how long answers last: units made at
+        another frame rate (pooled Whisper frames, HuBERT) than the model's `unit_rate` would train silently
+        on stretched or squeezed targets."""
+        wrong = []
+        for i, row in enumerate(self.rows):
+            said, heard = sum(row["unit_durations"]) / unit_rate, len(self.target(i)) / mel_rate
+            if abs(said - heard) > tolerance * heard + 0.1:
+                wrong.append(f"{row.get('id', i)}: {said:.2f} s of unit frames, {heard:.2f} s of speech")
+        if wrong:
+            raise DataError(
+                f"{self.path}, field 'unit_durations': {len(wrong)} of {len(self.rows)} answers last another time "
+                f"than their speech at unit_rate {unit_rate:g} frames per second ({'; '.join(wrong[:3])}); set "
+                "model.unit_rate to the units' frame rate (frames_per_second in their report.json)"
+            )
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         return {

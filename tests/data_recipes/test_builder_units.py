@@ -60,6 +60,16 @@ def test_units_for_the_demo_answers(demo_dir, tiny_dir, tmp_path):
     assert grown["splits"]["train"]["records"] == 7 and len((out / "train.jsonl").read_text().splitlines()) == 7
 
 
+def test_pooled_units_last_twice_as_long(demo_dir, tiny_dir):
+    out = demo_dir / "units_pooled"
+    report = build_units(demo_dir, str(tiny_dir / "whisper_tiny.pt"), layer=1, size=4, out=out, pool=2)
+    assert report["frames_per_second"] == 25 and report["settings"]["pool"] == 2
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    # answers of 0.5 + 0.2 i seconds: 25 + 10 i Whisper frames, averaged in pairs (the last may be alone)
+    assert [sum(r["unit_durations"]) for r in records] == [(25 + 10 * i + 1) // 2 for i in range(6)]
+    assert report["splits"]["train"]["frames"] == sum((25 + 10 * i + 1) // 2 for i in range(6))
+
+
 def test_answers_without_speech_are_named(demo_dir, tiny_dir):
     lines = (demo_dir / "heldout.jsonl").read_text().splitlines()
     record = json.loads(lines[0])

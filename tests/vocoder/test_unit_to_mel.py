@@ -135,6 +135,9 @@ def test_dataset_targets_and_errors(tmp_path):
     assert np.isclose(float(batch["mels"][0, -1, 0]), -11.5129, atol=1e-3)  # padding is silence
     every_frame = torch.cat([data.target(0), data.target(1)])
     torch.testing.assert_close(data.mean_mel(), every_frame.mean(0))
+    data.check_unit_rate(50.0, 22050 / 256)  # 25 and 30 frames at 50 per second: 0.5 and 0.6 s, as spoken
+    with pytest.raises(DataError, match=r"'unit_durations': 2 of 2 answers .* unit_rate 25 .*r0: 1.00 s of unit fr"):
+        data.check_unit_rate(25.0, 22050 / 256)  # units of 50-per-second frames read as pooled ones
     bad = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [3]}])
     with pytest.raises(DataError, match=r"m.jsonl, line 1, field 'unit_durations'"):
         UnitSpeechDataset(bad, 12, MEL_CONFIG)
