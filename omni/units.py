@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
+    if args.hubert and args.pool != 1:
+        parser.error("--pool applies to Whisper features only")
     if not args.data.is_file():
         raise UnitError(f"{args.data}: manifest not found")
     codebook = Codebook.load(args.codebook, args.trust_pickle)  # both checked before a model loads

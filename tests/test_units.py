@@ -163,7 +163,7 @@ def test_dataset_rejects_units_outside_the_codebook(toy_dir, tmp_path):
     assert len(SpeechInstructionDataset(manifest)) == len(rows)  # stage 1 does not need units
 
 
-def test_units_command_adds_units_to_a_manifest(tmp_path):
+def test_units_command_adds_units_to_a_manifest(tmp_path, capsys):
     import json
 
     import soundfile
@@ -193,3 +193,6 @@ def test_units_command_adds_units_to_a_manifest(tmp_path):
     with pytest.raises(UnitError, match="data.jsonl, line 1, field 'response_audio'"):
         (tmp_path / "data.jsonl").write_text(json.dumps({"id": "x", "audio": "q.wav"}) + "\n")
         main([*args, str(tmp_path / "hubert"), "--layer", "3", "--codebook", str(tmp_path / "km.npy")])
+    with pytest.raises(SystemExit):  # HuBERT frames are not pooled: refused before any model loads
+        main([*args, str(tmp_path / "hubert"), "--layer", "3", "--codebook", str(tmp_path / "km.npy"), "--pool", "2"])
+    assert "--pool applies to Whisper features only" in capsys.readouterr().err

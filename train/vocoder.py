@@ -32,8 +32,9 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
     set_seed(config.train.seed)
     model = UnitToMel(config.model)
     model.mel_mean.copy_(train_data.mean_mel())  # what `contrast` scales around when generating
-    for data in (train_data, eval_data or []):
-        data.check_unit_rate(config.model.unit_rate, config.model.mel_rate)
+    for data in (train_data, eval_data):
+        if data is not None:
+            data.check_unit_rate(config.model.unit_rate, config.model.mel_rate)
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         predicted, log_durations = model(batch["units"], batch["lengths"], batch["durations"], batch["frames"])
