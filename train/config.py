@@ -67,6 +67,8 @@ class TrainConfig:
     """optimizer steps between checkpoints (the last step is always saved then); 0 = none"""
     keep_last: int = 2
     """checkpoints kept (at least 1 when checkpoints are saved)"""
+    keep_best: bool = False
+    """true = model/ is saved from the evaluation with the lowest held-out loss, not from the last step"""
     resume: str | None = "auto"
     """auto = the latest checkpoint in output_dir | a checkpoint path | null = start afresh"""
 

@@ -6,7 +6,8 @@ than the loss at each evaluation. The loop owns the rest: AdamW over the trainab
 warmup + decay schedule, gradient accumulation and clipping, periodic eval loss, atomic checkpoints (a
 crash mid-save never leaves one that loads), resume that replays the same data order and random state
 and refuses a checkpoint of other inputs, the records the data left out, a progress bar, TensorBoard and a
-JSON summary.
+JSON summary. With `keep_best` the model written is the one of the lowest held-out loss (a small decoder
+on few answers overfits: its held-out loss turns up long before the schedule ends).
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 SKIPPED_FILE = "skipped_records.jsonl"
 PARTIAL = ".partial"
+BEST = "best"  # with keep_best: the lowest held-out loss's model so far, beside the checkpoints
 # Config keys that change neither what is learned nor from what: a run may resume after they change
 # (train longer, another schedule, other logging). The data's paths give way to the data's signatures.
 NOT_INPUTS = {"data", "cache", "eval_metric_batches"} | {
     f"train.{key}"
     for key in (
         "output_dir", "epochs", "max_steps", "lr", "param_lr", "schedule", "warmup_ratio", "log_every",
-        "eval_every", "eval_batches", "save_every", "keep_last", "resume", "num_workers", "gradient_checkpointing",
+        "eval_every", "eval_batches", "save_every", "keep_last", "keep_best", "resume", "num_workers",
+        "gradient_checkpointing",
     )
 }  # fmt: skip
 
@@ -185,6 +188,8 @@ class Trainer:
         # a checkpoint of other inputs is never resumed
         self.inputs_key = inputs_key(run_config, [train_data.signature(), *frozen])
         self.skip_log = self.output_dir / SKIPPED_FILE
+        if config.keep_best and eval_data is None:
+            raise ValueError("train.keep_best needs a held-out set to choose by: set data.eval")
         self._log_skipped(list(skipped), [train_data, eval_data])
         set_seed(config.seed)
 
@@ -231,6 +236,7 @@ class Trainer:
             "train_loss": [],
             "eval_loss": [],
             "eval_metrics": [],
+            "best": None,  # {"step", "loss"} of the model in best/ (keep_best)
             "inputs_key": self.inputs_key,
         }
 
@@ -362,6 +368,10 @@ class Trainer:
             self.state["eval_loss"].append({"step": step, "loss": loss})
             self.accelerator.log({"eval/loss": loss}, step=step)
             self.accelerator.print(f"step {step}: eval loss {loss:.4f}")
+            best = self.state.get("best")
+            if self.config.keep_best and (best is None or loss < best["loss"]):
+                self._save_model(self.output_dir / BEST)
+                self.state["best"] = {"step": step, "loss": loss}
         if self.eval_metrics is not None:
             self.model.eval()
             metrics = self.eval_metrics(self.model)
@@ -380,10 +390,9 @@ class Trainer:
             "file": str(self.skip_log),
         }
 
-    def _finish(self, seconds: float, samples: int) -> dict[str, Any]:
+    def _save_model(self, final: Path) -> None:
+        """The unwrapped model's `save_pretrained` into `final`, through a partial folder renamed into place."""
         acc = self.accelerator
-        self._log_eval(self.state["step"])
-        final = self.output_dir / "model"
         partial = final.with_name(final.name + PARTIAL)
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
@@ -391,7 +400,25 @@ class Trainer:
         state = acc.get_state_dict(self.model)  # gathers ZeRO-3 shards (collective: every process)
         if acc.is_main_process:
             acc.unwrap_model(self.model).save_pretrained(partial, state_dict=state, **self.save_kwargs)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
         acc.wait_for_everyone()
+
+    def _finish(self, seconds: float, samples: int) -> dict[str, Any]:
+        acc = self.accelerator
+        self._log_eval(self.state["step"])
+        final = self.output_dir / "model"
+        best = self.output_dir / BEST
+        if self.config.keep_best and best.is_dir():  # the model of the lowest held-out loss
+            if acc.is_main_process:
+                partial = final.with_name(final.name + PARTIAL)
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(best, partial)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(partial, final)
+            acc.wait_for_everyone()
+        else:
+            self._save_model(final)
         losses = self.state["train_loss"]
         summary = {
             "steps": self.state["step"],
@@ -405,12 +432,11 @@ class Trainer:
             "train_loss": losses,
             "eval_loss": self.state["eval_loss"],
             "eval_metrics": self.state.get("eval_metrics", []),
+            "best": self.state.get("best"),  # keep_best: the step model/ comes from and its held-out loss
             "skipped_records": self._count_skipped(),
             "model_dir": str(final),
         }
         if acc.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
             (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(f"model saved to {final}; summary in {self.output_dir / 'summary.json'}")
         acc.end_training()

@@ -103,10 +103,10 @@ def quantise(
         "records": len(features),
         "frames": raw,
         "units": merged,
-        "units_per_second": round(merged / (raw / frame_rate), 2),
-        "frames_per_unit": round(raw / merged, 3),
+        "units_per_second": round(merged / (raw / frame_rate), 2) if raw else 0.0,
+        "frames_per_unit": round(raw / merged, 3) if merged else 0.0,
         "codebook_used": len(used),
-        "mean_squared_error": round(error / raw, 4),  # in the codebook's (standardised) space
+        "mean_squared_error": round(error / raw, 4) if raw else 0.0,  # in the codebook's (standardised) space
     }
     return all_runs, stats
 
@@ -178,9 +178,9 @@ def build_units(
         unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
-            relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio")}
+            relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio") if k in record}
             lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
-        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     other_sizes = {
         str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"], frame_rate)[1]
         for k in compare

@@ -77,3 +77,30 @@ def test_answers_without_speech_are_named(demo_dir, tiny_dir):
     (demo_dir / "heldout.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=r"heldout.jsonl: records \['heldout-0'\] have no response_audio"):
         build_units(demo_dir, str(tiny_dir / "whisper_tiny.pt"), layer=1, size=4, out=demo_dir / "units")
+
+
+def test_answers_only_set_with_no_heldout_records(demo_dir, tiny_dir):
+    """Extra stage-2 answers: every record for training, questions as text (no `audio`), with a given codebook."""
+    encoder = str(tiny_dir / "whisper_tiny.pt")
+    build_units(demo_dir, encoder, layer=1, size=4, out=demo_dir / "units")
+    records = [json.loads(line) for line in (demo_dir / "train.jsonl").read_text().splitlines()]
+    asked_as_text = [{k: v for k, v in r.items() if k != "audio"} | {"instruction": "A question?"} for r in records]
+    (demo_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in asked_as_text))
+    (demo_dir / "heldout.jsonl").write_text("")
+    out = demo_dir / "more_units"
+    report = build_units(
+        demo_dir, encoder, layer=1, size=4, out=out, codebook_path=str(demo_dir / "units/codebook.safetensors")
+    )
+    assert report["splits"]["heldout"] == {
+        "records": 0,
+        "frames": 0,
+        "units": 0,
+        "units_per_second": 0.0,
+        "frames_per_unit": 0.0,
+        "codebook_used": 0,
+        "mean_squared_error": 0.0,
+    }
+    assert (out / "heldout.jsonl").read_text() == ""
+    train = SpeechInstructionDataset(out / "train.jsonl", num_units=4, text_questions=True)
+    assert len(train) == 6 and all(train[i].units for i in range(6))
+    assert "audio" not in json.loads((out / "train.jsonl").read_text().splitlines()[0])

@@ -127,3 +127,29 @@ def test_deepspeed_two_processes_on_cpu(stage1_dir, toy_dir, tmp_path, zero):
     trained = decoder.state_dict()
     assert all(trained[k].shape == initial[k].shape for k in initial)
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_keep_best_saves_the_lowest_heldout_loss(stage1_dir, toy_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from train.loop import Trainer
+
+    scripted = iter([5.0, 2.0, 3.0, 4.0])  # held-out losses at steps 2, 4, 6 and 8: lowest at step 4
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))
+    keys = [
+        "train.max_steps=8",
+        "train.eval_every=2",
+        "train.save_every=2",
+        "train.keep_last=4",
+        "train.keep_best=true",
+    ]
+    summary = run(stage1_dir, toy_dir, tmp_path / "run", *keys)
+    assert summary["best"] == {"step": 4, "loss": 2.0}
+    kept = SpeechDecoder.from_pretrained(tmp_path / "run" / "model").state_dict()
+    by_step = {int(c.name.split("-")[1]): load_file(c / "model.safetensors") for c in checkpoints(tmp_path / "run")}
+    assert sorted(by_step) == [2, 4, 6, 8]
+    for name, value in kept.items():
+        torch.testing.assert_close(value, by_step[4][name])
+    assert any(not torch.equal(value, by_step[8][name]) for name, value in kept.items())
+    with pytest.raises(ValueError, match="keep_best needs a held-out set"):
+        run(stage1_dir, toy_dir, tmp_path / "no_eval", "train.max_steps=2", "train.keep_best=true", "data.eval=null")
