@@ -179,6 +179,11 @@ def build_units(
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
             relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio") if k in record}
+            if record.get("history"):  # a dialogue's earlier turns: their questions' speech
+                relocated["history"] = [
+                    turn | {"audio": os.path.relpath(data / turn["audio"], out)} if turn.get("audio") else turn
+                    for turn in record["history"]
+                ]
             lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     other_sizes = {

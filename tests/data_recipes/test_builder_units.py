@@ -104,3 +104,20 @@ def test_answers_only_set_with_no_heldout_records(demo_dir, tiny_dir):
     train = SpeechInstructionDataset(out / "train.jsonl", num_units=4, text_questions=True)
     assert len(train) == 6 and all(train[i].units for i in range(6))
     assert "audio" not in json.loads((out / "train.jsonl").read_text().splitlines()[0])
+
+
+def test_a_dialogues_earlier_question_is_found_from_the_units_folder(demo_dir, tiny_dir):
+    lines = (demo_dir / "heldout.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    second = json.loads(lines[1]) | {
+        "history": [
+            {"role": "user", "text": "A first question?", "audio": first["audio"]},
+            {"role": "assistant", "text": first["response"]},
+        ]
+    }
+    (demo_dir / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (first, second)))
+    out = demo_dir / "units"
+    build_units(demo_dir, str(tiny_dir / "whisper_tiny.pt"), layer=1, size=4, out=out)
+    relocated = json.loads((out / "heldout.jsonl").read_text().splitlines()[1])["history"]
+    assert relocated[0]["audio"] == "../wavs/heldout-0.wav" and "audio" not in relocated[1]
+    assert len(SpeechInstructionDataset(out / "heldout.jsonl", num_units=4)) == 2  # every file found
