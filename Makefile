@@ -17,6 +17,12 @@ ARGS ?=
 ASSETS ?= .cache/assets
 ## the demo's spoken instructions (make data-demo); units/ holds their answers' units (make units)
 DEMO_DATA ?= data/demo
+## extra answers for the demo's stage 2 (make answers-demo): sampled answers to the training instructions, with units
+DEMO_ANSWERS ?= data/demo_answers
+## answers sampled per training instruction by make answers-demo
+ANSWERS_SAMPLES ?= 3
+## 1 = the demo's stage 2 also trains on DEMO_ANSWERS (built first: about 50 min on 2 cores for 3 samples)
+MORE_ANSWERS ?= 0
 ## the demo's stage-1 run: its model/ is what stage 2, the evaluations and the latency read
 STAGE1_RUN ?= runs/stage1_demo
 ## the demo's stage-2 run: the speech decoder in model/
@@ -40,7 +46,12 @@ timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
 # What each training run reads and writes, as the configs have them; said here so the variables above hold.
 STAGE1_DEMO := train/configs/stage1_demo.yaml data.train=$(DEMO_DATA)/train.jsonl \
 	data.eval=$(DEMO_DATA)/heldout.jsonl train.output_dir=$(STAGE1_RUN)
-STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model data.train=$(DEMO_DATA)/units/train.jsonl \
+comma := ,
+STAGE2_TRAIN := $(DEMO_DATA)/units/train.jsonl
+ifeq ($(MORE_ANSWERS),1)
+STAGE2_TRAIN := [$(STAGE2_TRAIN)$(comma)$(DEMO_ANSWERS)/units/train.jsonl]
+endif
+STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model data.train=$(STAGE2_TRAIN) \
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(STAGE2_RUN)
 VOCODER_DEMO := train/configs/vocoder_demo.yaml data.train=$(DEMO_DATA)/units/train.jsonl \
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(VOCODER_RUN)
@@ -56,7 +67,7 @@ HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units tiny-assets toy-data \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units answers-demo tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
 
@@ -138,6 +149,17 @@ units: data-demo
 	@$(call timed,units,$(PY) -m data_recipes.builder.units --data $(DEMO_DATA) --encoder $(ASSETS)/whisper_base.pt \
 		--layer $(UNITS_LAYER) --k $(UNITS_K) --out $(DEMO_DATA)/units)
 
+## extra stage-2 answers into DEMO_ANSWERS: each training instruction answered ANSWERS_SAMPLES times by the demo LLM
+## (temperature 0.8), questions and answers spoken, answers' units with the demo's codebook. Resumable
+answers-demo: units
+	@$(call timed,answers-demo,$(PY) -m data_recipes.demo.instructions --samples $(ANSWERS_SAMPLES) \
+		--out $(DEMO_ANSWERS)/instructions.jsonl && \
+		$(PY) -m data_recipes.builder build --config data_recipes/configs/demo.yaml out=$(DEMO_ANSWERS) \
+		source.path=$(DEMO_ANSWERS)/instructions.jsonl llm.model=$(ASSETS)/smollm2-135m-instruct \
+		llm.temperature=0.8 llm.seed=1 filters.dedup=false && \
+		$(PY) -m data_recipes.builder.units --data $(DEMO_ANSWERS) --encoder $(ASSETS)/whisper_base.pt \
+		--layer $(UNITS_LAYER) --codebook $(DEMO_DATA)/units/codebook.safetensors --out $(DEMO_ANSWERS)/units)
+
 $(TINY)/llm/config.json: | setup
 	$(PY) -m omni.tiny $(TINY)
 
@@ -174,7 +196,7 @@ train-stage2: $(if $(CONFIG),setup,train-stage2-demo)
 	$(if $(CONFIG),@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(CONFIG) $(ARGS)))
 
 ## stage 2 of the demo into STAGE2_RUN: units built, and stage 1 trained first when missing
-train-stage2-demo: setup units $(STAGE1_MODEL)
+train-stage2-demo: setup units $(STAGE1_MODEL) $(if $(filter 1,$(MORE_ANSWERS)),answers-demo)
 	@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(STAGE2_DEMO) $(ARGS))
 
 ## stage 2 on the tiny stage-1 model (trained first when missing) into STAGE2_TINY_RUN

@@ -89,12 +89,13 @@ class SpeechInstructionDataset(Dataset):
     its own length (leave it None when the encoder pads every clip to 30 s). `skip_log`, when set,
     is the file that records skipped when loaded are appended to. `text_questions` (stage 2) accepts records
     without audio whose `instruction` the LLM then reads as text: stage 2 learns from answers, and answers
-    are cheaper to come by than spoken questions.
+    are cheaper to come by than spoken questions. `path` may list several JSON-lines manifests, read as one set
+    (a set of extra answers beside the spoken one, say): each record's files are found from its own manifest.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | list[str | Path],
         require_response: bool = True,
         check_audio_files: bool = True,
         num_units: int | None = None,
@@ -104,7 +105,11 @@ class SpeechInstructionDataset(Dataset):
     ):
         if on_bad_record not in get_args(OnBadRecord):
             raise DataError(f"on_bad_record must be one of {get_args(OnBadRecord)}, got {on_bad_record!r}")
-        self.path = Path(path)
+        self.paths = [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
+        if not self.paths:
+            raise DataError("no dataset given (an empty list of manifests)")
+        self.path = self.paths[0]
+        self.name = " + ".join(map(str, self.paths))  # what messages about the whole set call it
         self.require_response = require_response
         self.num_units = num_units
         self.on_bad_record = on_bad_record
@@ -112,10 +117,10 @@ class SpeechInstructionDataset(Dataset):
         self.text_questions = text_questions
         self.skip_log: Path | None = None
         self.skipped_at_load: dict[int, dict] = {}
-        found = self._open()  # line/row number -> problem
+        found = self._open()  # (manifest, line/row number) -> problem
         total = len(self.rows) + len(found)
         if total == 0:
-            raise DataError(f"{self.path}: dataset is empty")
+            raise DataError(f"{self.name}: dataset is empty")
         good = []
         for index in tqdm(range(len(self.rows)), desc=f"checking {self.path.name}", disable=len(self.rows) < 1000):
             try:
@@ -126,36 +131,40 @@ class SpeechInstructionDataset(Dataset):
         problems = [found[number] for number in sorted(found)]
         self.skipped = [asdict(problem) for problem in problems]
         if problems and (on_bad_record == "error" or not good):
-            raise DataError(bad_records_report(self.path, problems, total, skipping=on_bad_record == "skip"))
+            raise DataError(bad_records_report(self.name, problems, total, skipping=on_bad_record == "skip"))
         if problems:
             self._keep(good)
 
-    def _open(self) -> dict[int, Problem]:
-        """Read the records into `rows` and their line/row numbers into `_numbers`; returns unparsable lines."""
-        if self.path.is_dir():
+    def _open(self) -> dict[tuple[int, int], Problem]:
+        """Read the records into `rows` and (manifest, line/row number) into `_numbers`; returns unparsable lines."""
+        if len(self.paths) == 1 and self.path.is_dir():
             import datasets
 
             self.rows = datasets.load_from_disk(str(self.path))
-            self._row_name, self._numbers = "row", list(range(len(self.rows)))
+            self._row_name, self._numbers = "row", [(0, i) for i in range(len(self.rows))]
             return {}
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: no such dataset (expected a .jsonl manifest or a datasets directory)")
         self.rows, self._numbers, problems = [], [], {}
         self._row_name = "line"
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems[number] = Problem(f"{self.path}, line {number}", None, f"invalid JSON: {err}")
-                continue
-            if not isinstance(row, dict):
-                reason = f"expected a JSON object, got {type(row).__name__}"
-                problems[number] = Problem(f"{self.path}, line {number}", None, reason)
-                continue
-            self.rows.append(row)
-            self._numbers.append(number)
+        for m, path in enumerate(self.paths):
+            if not path.is_file():
+                several = " (a list takes .jsonl manifests only)" if len(self.paths) > 1 else ""
+                raise DataError(
+                    f"{path}: no such dataset (expected a .jsonl manifest or a datasets directory){several}"
+                )
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    problems[m, number] = Problem(f"{path}, line {number}", None, f"invalid JSON: {err}")
+                    continue
+                if not isinstance(row, dict):
+                    reason = f"expected a JSON object, got {type(row).__name__}"
+                    problems[m, number] = Problem(f"{path}, line {number}", None, reason)
+                    continue
+                self.rows.append(_with_files_from(row, path.parent) if m else row)
+                self._numbers.append((m, number))
         return problems
 
     def _keep(self, indices: list[int]) -> None:
@@ -165,7 +174,8 @@ class SpeechInstructionDataset(Dataset):
 
     def _record(self, index: int, row: dict) -> str:
         name = f" (id {row['id']!r})" if "id" in row else ""
-        return f"{self.path}, {self._row_name} {self._numbers[index]}{name}"
+        manifest, number = self._numbers[index]
+        return f"{self.paths[manifest]}, {self._row_name} {number}{name}"
 
     def audio_path(self, value: str) -> Path:
         path = Path(value)
@@ -314,7 +324,7 @@ class SpeechInstructionDataset(Dataset):
     def _example(self, index: int) -> Example:
         row = self.rows[index]
         return Example(
-            id=str(row.get("id", self._numbers[index])),
+            id=str(row.get("id", self._numbers[index][1])),
             audio=None if row.get("audio") is None else self._load_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
@@ -338,7 +348,7 @@ class SpeechInstructionDataset(Dataset):
                 if self.on_bad_record == "error" or err.problem is None:
                     raise
                 self._skip_at_load(current, err.problem)
-        raise DataError(f"{self.path}: no record could be loaded ({len(self.skipped_at_load)} skipped when read)")
+        raise DataError(f"{self.name}: no record could be loaded ({len(self.skipped_at_load)} skipped when read)")
 
     def _skip_at_load(self, index: int, problem: Problem) -> None:
         """Remember a record that failed to load, once per process, and append it to `skip_log`."""
@@ -353,7 +363,28 @@ def _place(where: str, field: str | None) -> str:
     return f"{where}, field {field!r}" if field else where
 
 
-def bad_records_report(path: Path, problems: list[Problem], total: int, skipping: bool) -> str:
+def _with_files_from(row: dict, folder: Path) -> dict:
+    """A record of a later manifest in a list, its relative audio paths made absolute (`audio_path` resolves
+    relative ones against the first manifest's folder)."""
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        if isinstance(value, dict) and isinstance(value.get("path"), str) and value.get("bytes") is None:
+            return value | {"path": absolute(value["path"])}
+        return value
+
+    row = dict(row)
+    if row.get("audio") is not None:
+        row["audio"] = absolute(row["audio"])
+    if isinstance(row.get("history"), list):
+        row["history"] = [
+            t | {"audio": absolute(t["audio"])} if isinstance(t, dict) and t.get("audio") else t for t in row["history"]
+        ]
+    return row
+
+
+def bad_records_report(path: Path | str, problems: list[Problem], total: int, skipping: bool) -> str:
     """One message for every bad record: the first ones in full, then how many more."""
     if skipping:
         head = f"{path}: all {total} records are bad, none left to train on"

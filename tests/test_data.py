@@ -245,3 +245,37 @@ def test_audio_bad_when_read_fails_in_error_mode_or_when_nothing_loads(tmp_path)
         data[1]
     with pytest.raises(IndexError):
         data[3]
+
+
+def test_several_manifests_read_as_one_set(tmp_path):
+    """Extra answers in their own folder beside the spoken set: each record's files are found from its manifest."""
+    for folder in ("spoken", "extra"):
+        (tmp_path / folder / "wavs").mkdir(parents=True)
+        soundfile.write(tmp_path / folder / "wavs" / "q.wav", noise(0.5, len(folder)), 16000)
+    history = [{"role": "user", "text": "First?", "audio": "wavs/q.wav"}, {"role": "assistant", "text": "One."}]
+    spoken = manifest(tmp_path / "spoken", [{"id": "s", "audio": "wavs/q.wav", "response": "Yes."}])
+    extra = manifest(
+        tmp_path / "extra",
+        [
+            {"id": "x0", "instruction": "Asked as text?", "response": "Yes, as text."},
+            {"id": "x1", "audio": "wavs/q.wav", "response": "Then this.", "history": history},
+        ],
+    )
+    data = SpeechInstructionDataset([spoken, str(extra)], text_questions=True)
+    assert [data[i].id for i in range(3)] == ["s", "x0", "x1"]
+    np.testing.assert_allclose(data[0].audio, noise(0.5, len("spoken")), atol=1e-4)
+    assert data[1].audio is None and data[1].instruction == "Asked as text?"
+    np.testing.assert_allclose(data[2].audio, noise(0.5, len("extra")), atol=1e-4)  # the extra folder's wav
+    assert data[2].history[0].audio == str((tmp_path / "extra" / "wavs" / "q.wav").resolve())
+    assert data.signature() != SpeechInstructionDataset(spoken).signature()
+    bad = manifest(
+        tmp_path / "extra",
+        [{"id": "ok", "instruction": "Q?", "response": "A."}, {"id": "b", "instruction": "Q?"}],
+        "bad.jsonl",
+    )
+    with pytest.raises(DataError, match=r"extra/bad\.jsonl, line 2 \(id 'b'\), field 'response'"):
+        SpeechInstructionDataset([spoken, bad], text_questions=True)
+    with pytest.raises(DataError, match=r"nope\.jsonl: no such dataset .*a list takes \.jsonl manifests only"):
+        SpeechInstructionDataset([spoken, tmp_path / "nope.jsonl"])
+    with pytest.raises(DataError, match="empty list"):
+        SpeechInstructionDataset([])

@@ -112,8 +112,8 @@ class TrainConfig:
 class DataConfig:
     """Datasets in omni's format (omni/data.py)."""
 
-    train: str = "data/train.jsonl"
-    """JSON-lines manifest or datasets directory"""
+    train: str | list[str] = "data/train.jsonl"
+    """JSON-lines manifest or datasets directory, or a list of manifests read as one set (e.g. extra answers)"""
     eval: str | None = None
     """held-out set for the evaluations; null for none"""
     on_bad_record: Literal["error", "skip"] = "error"

@@ -10,6 +10,11 @@ only makes sense after them ("And what language do they speak there?"), answered
 first turn in context; held-out instructions get one more often (HELD_OUT_DIALOGUE_SHARE), so the dialogue
 evaluation has enough second turns. The JSONL written here is the source of the demo's build
 (`data_recipes/configs/demo.yaml`): `id`, `instruction`, `family`, `held_out`, and `follow_ups` where one is.
+
+    python -m data_recipes.demo.instructions --samples 3 --out data/demo_answers/instructions.jsonl
+
+`--samples N` writes a source of extra answers for stage 2 instead: every training instruction N times
+(ids `<id>-s<k>`), no held-out one and no dialogue, to be answered with sampling (`make answers-demo`).
 """
 
 from __future__ import annotations
@@ -532,6 +537,15 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
     return items
 
 
+def _write_rows(out: Path, rows: list[dict]) -> int:
+    """The rows as JSON lines into `out`, all at once (a partial file renamed into place)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(out)
+    return len(rows)
+
+
 def write_source(out: Path, max_train: int | None = None, max_heldout: int | None = None) -> int:
     """The demo's instructions as a builder source: every training one and the first `max_heldout` held out."""
     items = build_instructions()
@@ -541,11 +555,20 @@ def write_source(out: Path, max_train: int | None = None, max_heldout: int | Non
         | ({"follow_ups": [i.follow_up]} if i.follow_up else {})
         for i in chosen
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    partial.replace(out)
-    return len(rows)
+    return _write_rows(out, rows)
+
+
+def write_samples_source(out: Path, samples: int) -> int:
+    """Every training instruction `samples` times, ids `<id>-s<k>`: a source of sampled answers for stage 2."""
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    training = [i for i in build_instructions() if not i.held_out]
+    rows = [
+        {"id": f"{i.id}-s{k}", "instruction": i.text, "family": i.family, "held_out": False}
+        for k in range(samples)
+        for i in training
+    ]
+    return _write_rows(out, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -553,8 +576,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/demo/instructions.jsonl"))
     parser.add_argument("--max-train", type=int, default=None, help="training instructions kept (default all)")
     parser.add_argument("--max-heldout", type=int, default=200, help="held-out instructions kept")
+    parser.add_argument("--samples", type=int, default=None, help="extra answers: each training instruction N times")
     args = parser.parse_args(argv)
-    print(f"wrote {write_source(args.out, args.max_train, args.max_heldout)} instructions to {args.out}")
+    if args.samples is not None:
+        written = write_samples_source(args.out, args.samples)
+    else:
+        written = write_source(args.out, args.max_train, args.max_heldout)
+    print(f"wrote {written} instructions to {args.out}")
 
 
 if __name__ == "__main__":

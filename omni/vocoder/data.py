@@ -27,24 +27,30 @@ from omni.vocoder.unit_to_mel import LOG_MEL_FLOOR
 class UnitSpeechDataset(Dataset):
     """Targets are computed on first use and kept (about 130 KB per 5 s answer): later epochs read no audio."""
 
-    def __init__(self, path: str | Path, num_units: int, mel: MelConfig, on_bad_record: OnBadRecord = "error"):
-        self.path = Path(path)
+    def __init__(
+        self, path: str | Path | list[str | Path], num_units: int, mel: MelConfig, on_bad_record: OnBadRecord = "error"
+    ):
+        """`path`: a JSON-lines manifest, or a list of them read as one set."""
+        paths = [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
+        self.path = " + ".join(map(str, paths))
         self.mel = mel
         self._mels: dict[int, torch.Tensor] = {}
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such manifest")
-        self.rows, problems = [], []
-        lines = [(n, line) for n, line in enumerate(self.path.read_text().splitlines(), start=1) if line.strip()]
-        for number, line in lines:
-            try:
-                self.rows.append(self._checked(line, num_units))
-            except (ValueError, UnitError) as err:
-                problems.append(Problem(f"{self.path}, line {number}", getattr(err, "field", None), str(err)))
+        self.rows, problems, total = [], [], 0
+        for manifest in paths:
+            if not manifest.is_file():
+                raise FileNotFoundError(f"{manifest}: no such manifest")
+            lines = [(n, line) for n, line in enumerate(manifest.read_text().splitlines(), start=1) if line.strip()]
+            total += len(lines)
+            for number, line in lines:
+                try:
+                    self.rows.append(self._checked(line, num_units, manifest.parent))
+                except (ValueError, UnitError) as err:
+                    problems.append(Problem(f"{manifest}, line {number}", getattr(err, "field", None), str(err)))
         if problems and (on_bad_record == "error" or not self.rows):
-            raise DataError(bad_records_report(self.path, problems, len(lines), skipping=on_bad_record == "skip"))
+            raise DataError(bad_records_report(self.path, problems, total, skipping=on_bad_record == "skip"))
         self.skipped = [{"where": p.where, "field": p.field, "reason": p.reason} for p in problems]
 
-    def _checked(self, line: str, num_units: int) -> dict[str, Any]:
+    def _checked(self, line: str, num_units: int, folder: Path) -> dict[str, Any]:
         """One record, its answer audio path made absolute; a ValueError or UnitError says what is wrong."""
         row = json.loads(line)
         if not isinstance(row, dict):
@@ -59,7 +65,7 @@ class UnitSpeechDataset(Dataset):
         except UnitError as err:
             raise _FieldError("units", str(err).removeprefix("units: ")) from None
         audio = Path(row["response_audio"])
-        audio = audio if audio.is_absolute() else self.path.parent / audio
+        audio = audio if audio.is_absolute() else folder / audio
         if not audio.is_file():
             raise _FieldError("response_audio", f"file not found: {audio}")
         return row | {"response_audio": audio}

@@ -14,6 +14,7 @@ from data_recipes.demo.instructions import (
     build_instructions,
     write_source,
 )
+from data_recipes.demo.instructions import main as instructions_main
 from omni.config import load_config
 from omni.data import SpeechInstructionDataset
 
@@ -122,3 +123,13 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
     calls = FakeChat.calls
     pipeline.ShardBuild(config).run()
     assert FakeChat.calls == calls and {p: p.stat().st_mtime for p in mtimes} == mtimes
+
+
+def test_a_source_of_sampled_answers_holds_every_training_instruction_n_times(tmp_path):
+    out = tmp_path / "answers" / "instructions.jsonl"
+    instructions_main(["--samples", "2", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    training = [i for i in build_instructions() if not i.held_out]
+    assert len(rows) == 2 * len(training) and not any(r["held_out"] or "follow_ups" in r for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows) and rows[0]["id"] == f"{training[0].id}-s0"
+    assert {r["instruction"] for r in rows} == {i.text for i in training}  # no held-out question is answered

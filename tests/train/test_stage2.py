@@ -153,3 +153,15 @@ def test_keep_best_saves_the_lowest_heldout_loss(stage1_dir, toy_dir, tmp_path, 
     assert any(not torch.equal(value, by_step[8][name]) for name, value in kept.items())
     with pytest.raises(ValueError, match="keep_best needs a held-out set"):
         run(stage1_dir, toy_dir, tmp_path / "no_eval", "train.max_steps=2", "train.keep_best=true", "data.eval=null")
+
+
+def test_stage2_trains_on_several_manifests(stage1_dir, toy_dir, tmp_path):
+    """Extra answers asked as text, in their own folder, beside the spoken set: data.train lists both."""
+    rows = [json.loads(line) for line in (toy_dir / "train.jsonl").read_text().splitlines()]
+    (tmp_path / "extra").mkdir()
+    extra = tmp_path / "extra" / "answers.jsonl"
+    extra.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "audio"}) + "\n" for r in rows[:4]))
+    both = f"data.train=[{toy_dir / 'train.jsonl'},{extra}]"
+    summary = run(stage1_dir, toy_dir, tmp_path / "run", both, "train.max_steps=2", "train.eval_every=0")
+    assert summary["samples"] == 16 and summary["steps"] == 2
+    assert json.loads((tmp_path / "run" / "hidden_cache" / "train" / META_FILE).read_text())["records"] == 20

@@ -157,3 +157,17 @@ def test_dataset_reports_every_bad_record_or_skips_them(tmp_path):
     data = UnitSpeechDataset(path, 12, MEL_CONFIG, on_bad_record="skip")
     assert len(data) == 2 and [s["field"] for s in data.skipped] == ["units", "unit_durations"]
     assert data.skipped[0]["where"].endswith("m.jsonl, line 2")
+
+
+def test_several_manifests_read_as_one_set(tmp_path):
+    first = manifest(tmp_path, [{"units": [1, 2], "unit_durations": [10, 15]}])
+    (tmp_path / "extra").mkdir()
+    second = manifest(
+        tmp_path / "extra", [{"units": [3], "unit_durations": [30]}, {"units": [4], "unit_durations": [35]}]
+    )
+    data = UnitSpeechDataset([first, second], 12, MEL_CONFIG)
+    assert len(data) == 3 and data.rows[1]["response_audio"] == tmp_path / "extra" / "a" / "0.wav"
+    assert data[0]["mel"].shape[0] == int(0.5 * 22050) // 256 and data[2]["mel"].shape[0] == int(0.6 * 22050) // 256
+    bad = manifest(tmp_path / "extra", [{"units": [1, 2], "unit_durations": [3]}])
+    with pytest.raises(DataError, match=r"extra/m.jsonl, line 1, field 'unit_durations'"):
+        UnitSpeechDataset([first, bad], 12, MEL_CONFIG)
