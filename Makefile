@@ -51,7 +51,7 @@ STAGE2_TRAIN := $(DEMO_DATA)/units/train.jsonl
 ifeq ($(MORE_ANSWERS),1)
 STAGE2_TRAIN := [$(STAGE2_TRAIN)$(comma)$(DEMO_ANSWERS)/units/train.jsonl]
 endif
-STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model data.train=$(STAGE2_TRAIN) \
+STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model 'data.train=$(STAGE2_TRAIN)' \
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(STAGE2_RUN)
 VOCODER_DEMO := train/configs/vocoder_demo.yaml data.train=$(DEMO_DATA)/units/train.jsonl \
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(VOCODER_RUN)

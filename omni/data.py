@@ -29,6 +29,7 @@ import functools
 import io
 import itertools
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
@@ -163,7 +164,7 @@ class SpeechInstructionDataset(Dataset):
                     reason = f"expected a JSON object, got {type(row).__name__}"
                     problems[m, number] = Problem(f"{path}, line {number}", None, reason)
                     continue
-                self.rows.append(_with_files_from(row, path.parent) if m else row)
+                self.rows.append(_with_files_from(row, path.parent, self.path.parent) if m else row)
                 self._numbers.append((m, number))
         return problems
 
@@ -323,8 +324,9 @@ class SpeechInstructionDataset(Dataset):
 
     def _example(self, index: int) -> Example:
         row = self.rows[index]
+        manifest, number = self._numbers[index]
         return Example(
-            id=str(row.get("id", self._numbers[index][1])),
+            id=str(row.get("id", f"{manifest}:{number}" if manifest else number)),
             audio=None if row.get("audio") is None else self._load_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
@@ -363,13 +365,14 @@ def _place(where: str, field: str | None) -> str:
     return f"{where}, field {field!r}" if field else where
 
 
-def _with_files_from(row: dict, folder: Path) -> dict:
-    """A record of a later manifest in a list, its relative audio paths made absolute (`audio_path` resolves
-    relative ones against the first manifest's folder)."""
+def _with_files_from(row: dict, folder: Path, first: Path) -> dict:
+    """A record of a later manifest in a list, its relative audio paths (from `folder`) made relative to the first
+    manifest's folder, which `audio_path` resolves against; relative, so the set's signature stays the same
+    wherever the checkout lives."""
 
     def absolute(value: Any) -> Any:
         if isinstance(value, str) and not Path(value).is_absolute():
-            return str((folder / value).resolve())
+            return os.path.relpath(os.path.abspath(folder / value), os.path.abspath(first))
         if isinstance(value, dict) and isinstance(value.get("path"), str) and value.get("bytes") is None:
             return value | {"path": absolute(value["path"])}
         return value

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,7 +267,8 @@ def test_several_manifests_read_as_one_set(tmp_path):
     np.testing.assert_allclose(data[0].audio, noise(0.5, len("spoken")), atol=1e-4)
     assert data[1].audio is None and data[1].instruction == "Asked as text?"
     np.testing.assert_allclose(data[2].audio, noise(0.5, len("extra")), atol=1e-4)  # the extra folder's wav
-    assert data[2].history[0].audio == str((tmp_path / "extra" / "wavs" / "q.wav").resolve())
+    assert Path(data[2].history[0].audio).resolve() == (tmp_path / "extra" / "wavs" / "q.wav").resolve()
+    assert data.rows[2]["audio"] == "../extra/wavs/q.wav"  # relative: the signature is the same wherever it lives
     assert data.signature() != SpeechInstructionDataset(spoken).signature()
     bad = manifest(
         tmp_path / "extra",

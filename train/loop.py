@@ -41,6 +41,8 @@ STATE_FILE = "trainer_state.json"
 SKIPPED_FILE = "skipped_records.jsonl"
 PARTIAL = ".partial"
 BEST = "best"  # with keep_best: the lowest held-out loss's model so far, beside the checkpoints
+BEST_FILE = "best.json"  # in best/: its step, held-out loss and the run's inputs key
+KEEP_BEST_NEEDS_EVAL = "train.keep_best needs a held-out set to choose by: set data.eval"
 # Config keys that change neither what is learned nor from what: a run may resume after they change
 # (train longer, another schedule, other logging). The data's paths give way to the data's signatures.
 NOT_INPUTS = {"data", "cache", "eval_metric_batches"} | {
@@ -84,6 +86,8 @@ def run(
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
     args = parser.parse_args(argv)
     config = load_config(args.config, schema, args.overrides)
+    if config.train.keep_best and not config.data.eval:  # said before any model loads or cache is built
+        raise ValueError(KEEP_BEST_NEEDS_EVAL)
     accelerator = make_accelerator(config.train)
     if accelerator.is_main_process:
         Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,7 @@ class Trainer:
         self.inputs_key = inputs_key(run_config, [train_data.signature(), *frozen])
         self.skip_log = self.output_dir / SKIPPED_FILE
         if config.keep_best and eval_data is None:
-            raise ValueError("train.keep_best needs a held-out set to choose by: set data.eval")
+            raise ValueError(KEEP_BEST_NEEDS_EVAL)
         self._log_skipped(list(skipped), [train_data, eval_data])
         set_seed(config.seed)
 
@@ -284,6 +288,11 @@ class Trainer:
             )
         self.accelerator.load_state(str(path))
         self.state = state
+        best = self.output_dir / BEST / BEST_FILE
+        if self.config.keep_best and best.is_file():  # best/ may hold a model from after this checkpoint
+            saved = json.loads(best.read_text())
+            if saved.pop("inputs_key", None) == self.inputs_key:
+                self.state["best"] = saved
         self.accelerator.print(f"resumed from {path} at step {self.state['step']}")
 
     # ---- loop -----------------------------------------------------------------------------
@@ -369,9 +378,11 @@ class Trainer:
             self.accelerator.log({"eval/loss": loss}, step=step)
             self.accelerator.print(f"step {step}: eval loss {loss:.4f}")
             best = self.state.get("best")
-            if self.config.keep_best and (best is None or loss < best["loss"]):
-                self._save_model(self.output_dir / BEST)
+            if self.config.keep_best and math.isfinite(loss) and (best is None or loss < best["loss"]):
                 self.state["best"] = {"step": step, "loss": loss}
+                self._save_model(
+                    self.output_dir / BEST, {BEST_FILE: self.state["best"] | {"inputs_key": self.inputs_key}}
+                )
         if self.eval_metrics is not None:
             self.model.eval()
             metrics = self.eval_metrics(self.model)
@@ -390,8 +401,9 @@ class Trainer:
             "file": str(self.skip_log),
         }
 
-    def _save_model(self, final: Path) -> None:
-        """The unwrapped model's `save_pretrained` into `final`, through a partial folder renamed into place."""
+    def _save_model(self, final: Path, extra: dict[str, dict] | None = None) -> None:
+        """The unwrapped model's `save_pretrained` (and `extra` JSON files) into `final`, through a partial folder
+        renamed into place."""
         acc = self.accelerator
         partial = final.with_name(final.name + PARTIAL)
         if acc.is_main_process:
@@ -400,6 +412,8 @@ class Trainer:
         state = acc.get_state_dict(self.model)  # gathers ZeRO-3 shards (collective: every process)
         if acc.is_main_process:
             acc.unwrap_model(self.model).save_pretrained(partial, state_dict=state, **self.save_kwargs)
+            for name, content in (extra or {}).items():
+                (partial / name).write_text(json.dumps(content))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
         acc.wait_for_everyone()
@@ -409,11 +423,14 @@ class Trainer:
         self._log_eval(self.state["step"])
         final = self.output_dir / "model"
         best = self.output_dir / BEST
-        if self.config.keep_best and best.is_dir():  # the model of the lowest held-out loss
+        kept = self.state.get("best") if self.config.keep_best else None
+        if kept is not None:  # the model of the lowest held-out loss (decided alike on every process)
             if acc.is_main_process:
+                if not (best / BEST_FILE).is_file():
+                    raise FileNotFoundError(f"{best}: the model of step {kept['step']} is missing (keep_best)")
                 partial = final.with_name(final.name + PARTIAL)
                 shutil.rmtree(partial, ignore_errors=True)
-                shutil.copytree(best, partial)
+                shutil.copytree(best, partial, ignore=shutil.ignore_patterns(BEST_FILE))
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(partial, final)
             acc.wait_for_everyone()
@@ -432,7 +449,7 @@ class Trainer:
             "train_loss": losses,
             "eval_loss": self.state["eval_loss"],
             "eval_metrics": self.state.get("eval_metrics", []),
-            "best": self.state.get("best"),  # keep_best: the step model/ comes from and its held-out loss
+            "best": kept,  # keep_best: the step model/ comes from and its held-out loss
             "skipped_records": self._count_skipped(),
             "model_dir": str(final),
         }

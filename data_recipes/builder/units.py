@@ -139,6 +139,7 @@ def build_units(
         "pool": pool,
         "k": size,
         "codebook": codebook_path,
+        "codebook_sha1": hashlib.sha1(Path(codebook_path).read_bytes()).hexdigest() if codebook_path else None,
         "max_frames": max_frames,
         "compare_k": list(compare),
         "standardise": standardise,
@@ -178,7 +179,9 @@ def build_units(
         unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
-            relocated = {k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio") if k in record}
+            relocated = {
+                k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio") if record.get(k)
+            }
             if record.get("history"):  # a dialogue's earlier turns: their questions' speech
                 relocated["history"] = [
                     turn | {"audio": os.path.relpath(data / turn["audio"], out)} if turn.get("audio") else turn

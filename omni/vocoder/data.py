@@ -32,6 +32,8 @@ class UnitSpeechDataset(Dataset):
     ):
         """`path`: a JSON-lines manifest, or a list of them read as one set."""
         paths = [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
+        if not paths:
+            raise DataError("no dataset given (an empty list of manifests)")
         self.path = " + ".join(map(str, paths))
         self.mel = mel
         self._mels: dict[int, torch.Tensor] = {}

@@ -134,7 +134,7 @@ def test_keep_best_saves_the_lowest_heldout_loss(stage1_dir, toy_dir, tmp_path, 
 
     from train.loop import Trainer
 
-    scripted = iter([5.0, 2.0, 3.0, 4.0])  # held-out losses at steps 2, 4, 6 and 8: lowest at step 4
+    scripted = iter([float("nan"), 2.0, 3.0, 4.0])  # held-out losses at steps 2, 4, 6, 8: lowest (finite) at 4
     monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))
     keys = [
         "train.max_steps=8",
