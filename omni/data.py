@@ -367,22 +367,22 @@ def _place(where: str, field: str | None) -> str:
 
 def _with_files_from(row: dict, folder: Path, first: Path) -> dict:
     """A record of a later manifest in a list, its relative audio paths (from `folder`) made relative to the first
-    manifest's folder, which `audio_path` resolves against; relative, so the set's signature stays the same
-    wherever the checkout lives."""
+    manifest's folder, which `audio_path` resolves against (relative still: the set's signature does not depend
+    on where the checkout lives)."""
 
-    def absolute(value: Any) -> Any:
+    def moved(value: Any) -> Any:
         if isinstance(value, str) and not Path(value).is_absolute():
             return os.path.relpath(os.path.abspath(folder / value), os.path.abspath(first))
         if isinstance(value, dict) and isinstance(value.get("path"), str) and value.get("bytes") is None:
-            return value | {"path": absolute(value["path"])}
+            return value | {"path": moved(value["path"])}
         return value
 
     row = dict(row)
     if row.get("audio") is not None:
-        row["audio"] = absolute(row["audio"])
+        row["audio"] = moved(row["audio"])
     if isinstance(row.get("history"), list):
         row["history"] = [
-            t | {"audio": absolute(t["audio"])} if isinstance(t, dict) and t.get("audio") else t for t in row["history"]
+            t | {"audio": moved(t["audio"])} if isinstance(t, dict) and t.get("audio") else t for t in row["history"]
         ]
     return row
 
