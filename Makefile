@@ -126,9 +126,11 @@ bench-builder: assets
 bench-history: $(STAGE1_MODEL) $(HELDOUT)
 	$(PY) tests/benchmarks/bench_history_positions.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/train.jsonl
 
-## stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, on the demo config
+## stage-2 samples/s from the hidden-state cache vs recomputing the frozen LLM, and the cache built with records
+## batched by length vs in their order, on the demo config
 bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
+	$(PY) tests/benchmarks/bench_hidden_cache_build.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/units/train.jsonl
 
 ## the GPU check: stage 1/2 steps and streaming latency at the paper's shapes (small shapes on a CPU): runs/gpu_check
 gpu-check: setup

@@ -164,7 +164,7 @@ class SpeechInstructionDataset(Dataset):
                     reason = f"expected a JSON object, got {type(row).__name__}"
                     problems[m, number] = Problem(f"{path}, line {number}", None, reason)
                     continue
-                self.rows.append(_with_files_from(row, path.parent, self.path.parent) if m else row)
+                self.rows.append(relocated(row, path.parent, self.path.parent) if m else row)
                 self._numbers.append((m, number))
         return problems
 
@@ -365,21 +365,23 @@ def _place(where: str, field: str | None) -> str:
     return f"{where}, field {field!r}" if field else where
 
 
-def _with_files_from(row: dict, folder: Path, first: Path) -> dict:
-    """A record of a later manifest in a list, its relative audio paths (from `folder`) made relative to the first
-    manifest's folder, which `audio_path` resolves against (relative still: the set's signature does not depend
-    on where the checkout lives)."""
+def relocated(row: dict, folder: Path, target: Path) -> dict:
+    """The record with its relative file paths (`audio`, `response_audio`, a dialogue's `history[].audio`), read
+    from `folder`, made relative to `target` instead; relative still, so that a set's signature does not depend
+    on where the checkout lives. Serves a later manifest of a list (paths resolve against the first one's folder)
+    and a manifest copied into another folder (make units)."""
 
     def moved(value: Any) -> Any:
         if isinstance(value, str) and not Path(value).is_absolute():
-            return os.path.relpath(os.path.abspath(folder / value), os.path.abspath(first))
+            return os.path.relpath(os.path.abspath(folder / value), os.path.abspath(target))
         if isinstance(value, dict) and isinstance(value.get("path"), str) and value.get("bytes") is None:
             return value | {"path": moved(value["path"])}
         return value
 
     row = dict(row)
-    if row.get("audio") is not None:
-        row["audio"] = moved(row["audio"])
+    for field in ("audio", "response_audio"):
+        if row.get(field) is not None:
+            row[field] = moved(row[field])
     if isinstance(row.get("history"), list):
         row["history"] = [
             t | {"audio": moved(t["audio"])} if isinstance(t, dict) and t.get("audio") else t for t in row["history"]

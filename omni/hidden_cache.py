@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from omni.data import SpeechCollator, SpeechInstructionDataset
+from omni.data import Example, SpeechCollator, SpeechInstructionDataset
 from omni.model import OmniModel
 from omni.speech_decoder import ctc_min_frames, pad_units
 
@@ -109,8 +109,12 @@ def build_cache(
     world: int = 1,
     alignment: str = "at_token",
     token_embeddings: bool = False,
+    sort_pool: int = 16,
 ) -> Path:
-    """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one."""
+    """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one.
+
+    `sort_pool` batches' worth of records are read at a time and batched by length, which pads far less than
+    the records' own order; each shard still keeps its records in the dataset's order. 1 = the dataset's order."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     collate = SpeechCollator.for_model(model, label_history=False)  # the states of the current answer only
@@ -119,25 +123,40 @@ def build_cache(
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
         for shard in todo:
             start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
-            parts: dict[str, list[torch.Tensor]] = {"hidden": [], "lengths": []}
-            ids, indices = [], []
-            for first in range(start, stop, batch_size):
-                examples = [dataset[i] for i in range(first, min(first + batch_size, stop))]
-                batch = {k: v.to(device) for k, v in collate(examples).items()}
-                hidden, lengths = model.response_hidden_states(batch, alignment, token_embeddings)
-                for row, ex in enumerate(examples):
-                    parts["hidden"].append(hidden[row, : lengths[row]].cpu())
-                    parts["lengths"].append(lengths[row : row + 1].cpu())
-                    ids.append(ex.id)
-                    indices.append(ex.index)  # in skip mode a record that fails to load has a stand-in
-                bar.update(len(examples))
-            tensors = {name: torch.cat(values).contiguous() for name, values in parts.items()}
+            done: dict[int, tuple[torch.Tensor, str, int | None]] = {}  # shard row -> its states, id and index
+            pool_size = batch_size * max(1, sort_pool)
+            for first in range(start, stop, pool_size):
+                pool = [(i - start, dataset[i]) for i in range(first, min(first + pool_size, stop))]
+                pool.sort(key=lambda row_example: _input_size(row_example[1]))  # similar lengths batched together
+                for b in range(0, len(pool), batch_size):
+                    rows, examples = zip(*pool[b : b + batch_size], strict=True)
+                    batch = {k: v.to(device) for k, v in collate(list(examples)).items()}
+                    hidden, lengths = model.response_hidden_states(batch, alignment, token_embeddings)
+                    for n, (row, ex) in enumerate(zip(rows, examples, strict=True)):
+                        done[row] = hidden[n, : lengths[n]].cpu(), ex.id, ex.index
+                    bar.update(len(examples))
+            states, ids, indices = zip(*(done[row] for row in range(stop - start)), strict=True)
+            # indices: in skip mode a record that fails to load has a stand-in, whose units are its own
+            tensors = {"hidden": torch.cat(states).contiguous(), "lengths": torch.tensor([len(s) for s in states])}
             path = shard_path(directory, shard)
             partial = path.with_suffix(".partial")
-            meta = {"ids": json.dumps(ids), "indices": json.dumps(indices), "key": key, "shard_size": str(shard_size)}
+            meta = {
+                "ids": json.dumps(list(ids)),
+                "indices": json.dumps(list(indices)),
+                "key": key,
+                "shard_size": str(shard_size),
+            }
             save_file(tensors, partial, metadata=meta)
             os.replace(partial, path)
     return directory
+
+
+def _input_size(example: Example) -> int:
+    """About how long the frozen model's input for the current turn is, in audio samples (1,600 a speech
+    embedding; 400 a character of text, about 4 a token): enough to batch similar lengths together."""
+    text = len(example.response or "") + (len(example.instruction or "") if example.audio is None else 0)
+    audio = len(example.audio) if example.audio is not None else 0
+    return audio + 400 * text
 
 
 def finish_cache(directory: str | Path, key: str, records: int, shard_size: int) -> dict[str, Any]:

@@ -259,7 +259,13 @@ def test_several_manifests_read_as_one_set(tmp_path):
         tmp_path / "extra",
         [
             {"id": "x0", "instruction": "Asked as text?", "response": "Yes, as text."},
-            {"id": "x1", "audio": "wavs/q.wav", "response": "Then this.", "history": history},
+            {
+                "id": "x1",
+                "audio": "wavs/q.wav",
+                "response": "Then this.",
+                "response_audio": "wavs/q.wav",
+                "history": history,
+            },
         ],
     )
     data = SpeechInstructionDataset([spoken, str(extra)], text_questions=True)
@@ -269,6 +275,7 @@ def test_several_manifests_read_as_one_set(tmp_path):
     np.testing.assert_allclose(data[2].audio, noise(0.5, len("extra")), atol=1e-4)  # the extra folder's wav
     assert Path(data[2].history[0].audio).resolve() == (tmp_path / "extra" / "wavs" / "q.wav").resolve()
     assert data.rows[2]["audio"] == "../extra/wavs/q.wav"  # relative: the signature is the same wherever it lives
+    assert data.audio_path(data.rows[2]["response_audio"]).resolve() == (tmp_path / "extra/wavs/q.wav").resolve()
     assert data.signature() != SpeechInstructionDataset(spoken).signature()
     bad = manifest(
         tmp_path / "extra",

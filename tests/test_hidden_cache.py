@@ -171,3 +171,19 @@ def test_text_questions_are_read_as_words_alone_or_beside_spoken_ones(omni, toy_
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"line 1 .*field 'instruction': expected the question's text"):
         SpeechInstructionDataset(manifest, text_questions=True)
+
+
+def test_records_batched_by_length_are_stored_in_their_order(omni, data, tmp_path):
+    """Batching by length changes what is padded, not the states, nor where each record's states are."""
+    from omni.hidden_cache import _input_size
+
+    sizes = [_input_size(data[i]) for i in range(len(data))]
+    assert sizes != sorted(sizes)  # the toy set's order is not by length: sorting regroups its batches
+    for pool, folder in ((1, "as_read"), (4, "by_length")):
+        build_cache(omni, data, tmp_path / folder, "k", batch_size=4, shard_size=16, sort_pool=pool)
+        finish_cache(tmp_path / folder, "k", len(data), shard_size=16)
+    as_read, by_length = HiddenCacheDataset(tmp_path / "as_read"), HiddenCacheDataset(tmp_path / "by_length")
+    assert by_length.ids == as_read.ids == [data[i].id for i in range(len(data))]
+    assert by_length.lengths == as_read.lengths
+    for i in range(len(data)):
+        torch.testing.assert_close(by_length[i]["hidden"], as_read[i]["hidden"], atol=1e-5, rtol=1e-4)

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from omni.audio import load_audio
 from omni.config import EncoderConfig
+from omni.data import relocated
 from omni.encoder import SpeechEncoder
 from omni.units import Codebook, HubertFeatures, WhisperFeatures, runs
 
@@ -123,6 +124,7 @@ def build_units(
     layer: int,
     size: int,
     out: Path,
+    *,
     batch_size: int = 16,
     max_frames: int = 200_000,
     compare: tuple[int, ...] = (),
@@ -179,15 +181,7 @@ def build_units(
         unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
         lines = []
         for record, (units, durations) in zip(rs, unit_runs, strict=True):
-            relocated = {
-                k: os.path.relpath(data / record[k], out) for k in ("audio", "response_audio") if record.get(k)
-            }
-            if record.get("history"):  # a dialogue's earlier turns: their questions' speech
-                relocated["history"] = [
-                    turn | {"audio": os.path.relpath(data / turn["audio"], out)} if turn.get("audio") else turn
-                    for turn in record["history"]
-                ]
-            lines.append(json.dumps(record | relocated | {"units": units, "unit_durations": durations}))
+            lines.append(json.dumps(relocated(record, data, out) | {"units": units, "unit_durations": durations}))
         (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     other_sizes = {
         str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"], frame_rate)[1]
@@ -215,13 +209,12 @@ def build_units_step(config: BuildConfig) -> dict:
         u.layer,
         u.k,
         out / "units",
-        u.batch_size,
-        u.max_frames,
-        (),
-        u.standardise,
-        u.features,
-        u.codebook,
-        u.pool,
+        batch_size=u.batch_size,
+        max_frames=u.max_frames,
+        standardise=u.standardise,
+        features=u.features,
+        codebook_path=u.codebook,
+        pool=u.pool,
     )
 
 
@@ -248,13 +241,13 @@ def main(argv: list[str] | None = None) -> None:
         args.layer,
         args.k,
         args.out,
-        args.batch_size,
-        args.max_frames,
-        tuple(args.compare_k),
-        args.standardise,
-        args.features,
-        args.codebook,
-        args.pool,
+        batch_size=args.batch_size,
+        max_frames=args.max_frames,
+        compare=tuple(args.compare_k),
+        standardise=args.standardise,
+        features=args.features,
+        codebook_path=args.codebook,
+        pool=args.pool,
     )
     print(json.dumps(report, indent=2))
 

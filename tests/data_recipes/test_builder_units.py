@@ -121,3 +121,18 @@ def test_a_dialogues_earlier_question_is_found_from_the_units_folder(demo_dir, t
     relocated = json.loads((out / "heldout.jsonl").read_text().splitlines()[1])["history"]
     assert relocated[0]["audio"] == "../wavs/heldout-0.wav" and "audio" not in relocated[1]
     assert len(SpeechInstructionDataset(out / "heldout.jsonl", num_units=4)) == 2  # every file found
+
+
+def test_the_builders_units_step_passes_its_settings(demo_dir, tiny_dir):
+    """`units:` of a build config reaches build_units by name: pool, K and the codebook as configured."""
+    from data_recipes.builder.config import BuildConfig, UnitsConfig
+    from data_recipes.builder.units import build_units_step
+
+    encoder = str(tiny_dir / "whisper_tiny.pt")
+    units = UnitsConfig(enabled=True, model=encoder, layer=1, pool=2, k=3, batch_size=4)
+    report = build_units_step(BuildConfig(out=str(demo_dir), units=units))
+    assert report["settings"]["pool"] == 2 and report["settings"]["k"] == 3 and report["frames_per_second"] == 25
+    assert Codebook.load(demo_dir / "units" / "codebook.safetensors").size == 3
+    given = UnitsConfig(enabled=True, model=encoder, layer=1, codebook=str(demo_dir / "units" / "codebook.safetensors"))
+    again = build_units_step(BuildConfig(out=str(demo_dir), units=given))
+    assert again["settings"]["codebook_sha1"] and again["frames_per_second"] == 50

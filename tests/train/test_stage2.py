@@ -155,6 +155,33 @@ def test_keep_best_saves_the_lowest_heldout_loss(stage1_dir, toy_dir, tmp_path, 
         run(stage1_dir, toy_dir, tmp_path / "no_eval", "train.max_steps=2", "train.keep_best=true", "data.eval=null")
 
 
+def test_resume_adopts_a_best_model_newer_than_its_checkpoint(stage1_dir, toy_dir, tmp_path, monkeypatch):
+    """A crash after best/ was written at step 6 but before step 6's checkpoint: the resumed run, back at step 4,
+    keeps best/ (step 6) and says so, instead of the checkpoint's older idea of the best."""
+    import shutil
+
+    from train.loop import Trainer
+
+    scripted = iter([3.0, 2.5, 2.0, 9.0])  # steps 2, 4, 6; then step 6 again after the resume
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(scripted))
+    keys = [
+        "train.max_steps=6",
+        "train.eval_every=2",
+        "train.save_every=2",
+        "train.keep_last=4",
+        "train.keep_best=true",
+    ]
+    assert run(stage1_dir, toy_dir, tmp_path / "run", *keys)["best"] == {"step": 6, "loss": 2.0}
+    best_weights = SpeechDecoder.from_pretrained(tmp_path / "run" / "best").state_dict()
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-0000006")
+    shutil.rmtree(tmp_path / "run" / "model")
+    summary = run(stage1_dir, toy_dir, tmp_path / "run", *keys)
+    assert summary["best"] == {"step": 6, "loss": 2.0}
+    kept = SpeechDecoder.from_pretrained(tmp_path / "run" / "model").state_dict()
+    for name, value in kept.items():
+        torch.testing.assert_close(value, best_weights[name])
+
+
 def test_stage2_trains_on_several_manifests(stage1_dir, toy_dir, tmp_path):
     """Extra answers asked as text, in their own folder, beside the spoken set: data.train lists both."""
     rows = [json.loads(line) for line in (toy_dir / "train.jsonl").read_text().splitlines()]
