@@ -53,7 +53,7 @@ def answer(
 ) -> list[dict[str, Any]]:
     """Text, units and 16 kHz speech of each question, streamed at `omega`, in batches."""
     answers: list[dict[str, Any]] = []
-    for start in range(0, len(clips), batch_size):
+    for start in tqdm(range(0, len(clips), batch_size), desc=f"answering, omega {omega}", unit="batch", leave=False):
         done = {}
         for event in generator.batch(clips[start : start + batch_size], omega, max_new_tokens):
             if event.kind == "done":
