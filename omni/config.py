@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import re
 import textwrap
@@ -20,8 +21,6 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from omni.vocoder.mel import MelConfig
-
 T = TypeVar("T")
 
 REFERENCE_SYSTEM_PROMPT = (
@@ -29,6 +28,8 @@ REFERENCE_SYSTEM_PROMPT = (
     "that the user provides, and assist the user with a variety of tasks using natural language."
 )
 REFERENCE_USER_PROMPT = "<speech>\nPlease directly answer the questions in the user's speech."
+# where `make demo` writes its trained parts (stage-1 model, speech decoder, unit vocoder): the commands' defaults
+DEMO_PARTS = (Path("runs/stage1_demo/model"), Path("runs/stage2_demo/model"), Path("runs/vocoder_demo/model"))
 
 
 class ConfigError(ValueError):
@@ -133,6 +134,18 @@ class PromptConfig:
 
 
 @dataclass
+class DecoderInputConfig:
+    """What the speech decoder reads of each answer token, and how it makes frames of it (omni/decoder_input.py)."""
+
+    fusion: Literal["none", "add", "gate"] = "none"
+    """LLM state h, token embedding e: none = h alone (LLaMA-Omni) | add = h + e | gate = learned mix (LLaMA-Omni 2)"""
+    alignment: Literal["at_token", "predicting"] = "at_token"
+    """LLM state per answer token: at_token = at it (training) | predicting = the one that chose it (LLaMA-Omni's)"""
+    frame_offsets: bool = False
+    """add a learned embedding of each frame's place among its token's lambda frames (off = the reference's copies)"""
+
+
+@dataclass
 class SpeechDecoderConfig:
     """The non-autoregressive CTC speech decoder (reference: 2 Llama layers of 4096, 425M parameters)."""
 
@@ -140,6 +153,8 @@ class SpeechDecoderConfig:
     """K, the codebook size; class K is the CTC blank"""
     upsample: int = 25
     """lambda: decoder frames per answer token (reference 25)"""
+    input: DecoderInputConfig = field(default_factory=DecoderInputConfig)
+    """what the decoder reads per answer token (omni/decoder_input.py)"""
     hidden_size: int = 4096
     """width of the decoder layers"""
     num_layers: int = 2
@@ -154,14 +169,8 @@ class SpeechDecoderConfig:
     """rotary scaling as in a Hugging Face Llama config (LLaMA-Omni: Llama-3.1's llama3); null = none"""
     rms_norm_eps: float = 1e-6
     """RMSNorm epsilon of the decoder layers (LLaMA-Omni's inherit Llama-3.1's 1e-5)"""
-    alignment: Literal["at_token", "predicting"] = "at_token"
-    """LLM state per answer token: at_token = at it (training) | predicting = the one that chose it (LLaMA-Omni's)"""
-    token_embeddings: bool = False
-    """also read each answer token's input embedding beside its state (its identity; off = the reference's input)"""
-    frame_offsets: bool = False
-    """add a learned embedding of each frame's place among its token's lambda frames (off = the reference's copies)"""
     init_from: str | None = None
-    """a speech decoder directory stage 2 starts from (e.g. converted LLaMA-Omni's); null = fresh weights"""
+    """a speech decoder directory to start from (TTS-pretrained: train/decoder_tts.py; LLaMA-Omni's); null = fresh"""
     attention_dropout: float = 0.0
     """dropout on attention weights"""
     attn_implementation: str = "sdpa"
@@ -193,7 +202,7 @@ class UnitToMelConfig:
     """mel bins of the HiFi-GAN it feeds"""
     unit_rate: float = 50.0
     """unit frames per second (Whisper encoder frames)"""
-    mel_rate: float = MelConfig.sample_rate / MelConfig.hop
+    mel_rate: float = 22050 / 256  # HiFi-GAN V1's sample rate / hop (omni/vocoder/mel.py: MelConfig)
     """mel frames per second of the HiFi-GAN it feeds"""
     dropout: float = 0.1
     """dropout in the convolution blocks"""
@@ -250,7 +259,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         names = {f.name for f in dataclasses.fields(tp)}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+            raise ConfigError(
+                f"{where}: unknown key(s) {unknown}{nearest(unknown, names)}; expected some of {sorted(names)}"
+            )
         fields = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
         try:
             return tp(**fields)
@@ -268,6 +279,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(err))
         raise ConfigError("; ".join(errors))
     if origin is Literal:
+        if isinstance(value, bool) and ("no" if value is False else "yes") in typing.get_args(tp):
+            value = "no" if value is False else "yes"  # YAML 1.1 reads a bare no / yes as a boolean
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
         return value
@@ -293,6 +306,30 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def nearest(unknown: list[str], names: set[str]) -> str:
+    """ "; did you mean ...?" for the known names closest to mistyped ones, or ""."""
+    close = [match for key in unknown for match in difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)]
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def check_override_keys(schema: type, overrides: list[str]) -> None:
+    """Overrides name keys of the schema: a mistyped one is blamed on the command line, with the nearest key."""
+    for item in (o for o in overrides if "=" in o):  # one without "=" is refused by apply_overrides
+        key = item.split("=", 1)[0]
+        node: Any = schema
+        for depth, part in enumerate(key.split(".")):
+            if not dataclasses.is_dataclass(node):
+                break  # a mapping-valued field (e.g. rope_scaling): its keys are free
+            names = {f.name for f in dataclasses.fields(node)}
+            if part not in names:
+                where = ".".join(key.split(".")[:depth]) or "the top level"
+                raise ConfigError(
+                    f"command line override {item!r}: unknown key {part!r} in {where}{nearest([part], names)}; "
+                    f"expected one of {sorted(names)}"
+                )
+            node = _field_schema(node, part)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `a.b.c=value` strings (values parsed as YAML) onto nested dicts."""
     for item in overrides:
@@ -314,6 +351,7 @@ def load_config(path: str | Path, schema: type[T], overrides: list[str] | None =
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
+    check_override_keys(schema, overrides or [])
     data = apply_overrides(data, overrides or [])
     return from_dict(schema, data, where=str(path))
 

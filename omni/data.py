@@ -40,15 +40,15 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from omni.audio import SAMPLE_RATE, AudioError, load_audio, mel_windows, to_mono_16k, window_frames
+from omni.audio import SAMPLE_RATE, AudioError, load_audio, mel_windows, to_mono_16k, truncation, window_frames
 from omni.config import EncoderConfig
 from omni.prompt import IGNORE_INDEX, PromptBuilder, Turn, check_history
-from omni.units import UnitError, check_units
 
 if TYPE_CHECKING:
     from omni.model import OmniModel
 
 OnBadRecord = Literal["error", "skip"]
+Questions = Literal["speech", "speech_or_text", "none"]  # how a dataset's records are asked (SpeechInstructionDataset)
 SHOWN_PROBLEMS = 20  # bad records a DataError lists in full; the rest are counted
 
 
@@ -88,24 +88,29 @@ class SpeechInstructionDataset(Dataset):
 
     `adaptor_stride` refuses clips too short to give one speech embedding when a clip is encoded at
     its own length (leave it None when the encoder pads every clip to 30 s). `skip_log`, when set,
-    is the file that records skipped when loaded are appended to. `text_questions` (stage 2) accepts records
-    without audio whose `instruction` the LLM then reads as text: stage 2 learns from answers, and answers
-    are cheaper to come by than spoken questions. `path` may list several JSON-lines manifests, read as one set
-    (a set of extra answers beside the spoken one, say): each record's files are found from its own manifest.
+    is the file that records skipped when loaded are appended to. `questions` says how records are asked:
+    "speech" (each has audio), "speech_or_text" (stage 2: a record without audio is asked as its `instruction`'s
+    words; stage 2 learns from answers, and answers are cheaper to come by than spoken questions) or "none" (TTS
+    pretraining of the speech decoder: answers and their units alone; no question is read). `path` may list several
+    JSON-lines manifests, read as one set (a set of extra answers beside the spoken one, say): each record's files are
+    found from its own manifest.
     """
 
     def __init__(
         self,
         path: str | Path | list[str | Path],
+        *,
         require_response: bool = True,
         check_audio_files: bool = True,
         num_units: int | None = None,
         on_bad_record: OnBadRecord = "error",
         adaptor_stride: int | None = None,
-        text_questions: bool = False,
+        questions: Questions = "speech",
     ):
         if on_bad_record not in get_args(OnBadRecord):
             raise DataError(f"on_bad_record must be one of {get_args(OnBadRecord)}, got {on_bad_record!r}")
+        if questions not in get_args(Questions):
+            raise DataError(f"questions must be one of {get_args(Questions)}, got {questions!r}")
         self.paths = [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
         if not self.paths:
             raise DataError("no dataset given (an empty list of manifests)")
@@ -115,7 +120,7 @@ class SpeechInstructionDataset(Dataset):
         self.num_units = num_units
         self.on_bad_record = on_bad_record
         self.adaptor_stride = adaptor_stride
-        self.text_questions = text_questions
+        self.questions = questions
         self.skip_log: Path | None = None
         self.skipped_at_load: dict[int, dict] = {}
         found = self._open()  # (manifest, line/row number) -> problem
@@ -199,10 +204,11 @@ class SpeechInstructionDataset(Dataset):
             problem = Problem(self._record(index, row), field, reason)
             raise DataError(str(problem), problem)
 
-        text_question = self.text_questions and row.get("audio") is None
+        text_question = self.questions == "speech_or_text" and row.get("audio") is None
         if text_question and not (isinstance(row.get("instruction"), str) and row["instruction"].strip()):
             fail("instruction", "expected the question's text (a record without audio is a text question)")
-        if not text_question and (reason := self._audio_problem(row.get("audio"), check_audio_files)):
+        asked = self.questions != "none" and not text_question
+        if asked and (reason := self._audio_problem(row.get("audio"), check_audio_files)):
             fail("audio", reason)
         response = row.get("response")
         if response is None and self.require_response:
@@ -221,11 +227,8 @@ class SpeechInstructionDataset(Dataset):
         if self.num_units is not None:
             if not units:
                 fail("units", "missing or empty (stage 2 trains on the answer's speech units)")
-            place = _place(self._record(index, row), "units")
-            try:
-                check_units(units, self.num_units, place)
-            except UnitError as err:
-                fail("units", str(err).removeprefix(f"{place}: "))
+            if reason := units_problem(units, self.num_units):
+                fail("units", reason)
 
     def _history_problem(self, history: Any, check_files: bool) -> tuple[str, str] | None:
         """(field, reason) of the first problem of a record's earlier turns, or None."""
@@ -254,7 +257,7 @@ class SpeechInstructionDataset(Dataset):
         """What is wrong with a record's audio, if anything; with `check_files`, its file or bytes are
         opened (not decoded) to check they are readable and long enough to give a speech embedding."""
         if audio is None:
-            return "missing" + ("" if self.text_questions else " (questions without audio serve stage 2 only)")
+            return "missing" + ("" if self.questions != "speech" else " (questions without audio serve stage 2 only)")
         if isinstance(audio, str) and not self.audio_path(audio).is_file():
             return f"file not found: {self.audio_path(audio)}"
         if isinstance(audio, dict):
@@ -268,9 +271,11 @@ class SpeechInstructionDataset(Dataset):
         source = self._source(audio)
         what = f"audio file {source}" if isinstance(source, Path) else "audio"
         try:
-            samples, rate = _length(source)
+            samples, rate, notes = _length(source)
         except Exception as err:  # soundfile raises several types for unreadable input
             return f"unreadable {what}: {err}"
+        if cut := truncation(notes):
+            return f"{what} is {cut} ({samples / rate:.3f} s of audio)"
         if samples == 0:
             return f"{what} is empty"
         if self.adaptor_stride and round(samples * SAMPLE_RATE / rate) < shortest_clip(self.adaptor_stride):
@@ -327,7 +332,7 @@ class SpeechInstructionDataset(Dataset):
         manifest, number = self._numbers[index]
         return Example(
             id=str(row.get("id", f"{manifest}:{number}" if manifest else number)),
-            audio=None if row.get("audio") is None else self._load_audio(index, row),
+            audio=None if row.get("audio") is None or self.questions == "none" else self._load_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
             units=row.get("units"),
@@ -359,6 +364,19 @@ class SpeechInstructionDataset(Dataset):
         if self.skip_log is not None:
             with Path(self.skip_log).open("a") as log:
                 log.write(json.dumps(entry) + "\n")
+
+
+def units_problem(units: list[int], num_units: int) -> str | None:
+    """Why unit ids cannot train a K-unit decoder, or None: ids outside [0, K) come from another codebook and must
+    never be trained on silently."""
+    bad = sorted({u for u in units if not 0 <= u < num_units})
+    if not bad:
+        return None
+    shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+    return (
+        f"unit ids {shown} are outside [0, {num_units}); these units come from another codebook "
+        "(the released InstructS2S-200K holds CosyVoice tokens, for instance): re-extract them"
+    )
 
 
 def _place(where: str, field: str | None) -> str:
@@ -401,12 +419,12 @@ def bad_records_report(path: Path | str, problems: list[Problem], total: int, sk
     return "\n".join(lines)
 
 
-def _length(source: tuple[Any, int] | io.BytesIO | Path) -> tuple[int, int]:
-    """Samples and sampling rate of a record's audio, without decoding it."""
+def _length(source: tuple[Any, int] | io.BytesIO | Path) -> tuple[int, int, str]:
+    """Samples, sampling rate and libsndfile's notes (truncation shows there) of a record's audio, not decoded."""
     if isinstance(source, tuple):
-        return len(source[0]), source[1]
+        return len(source[0]), source[1], ""
     info = soundfile.info(source if isinstance(source, io.BytesIO) else str(source))
-    return info.frames, info.samplerate
+    return info.frames, info.samplerate, info.extra_info
 
 
 def _read_bytes(source: io.BytesIO, where: str) -> np.ndarray:

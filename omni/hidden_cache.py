@@ -2,8 +2,9 @@
 
 Stage 2 freezes encoder, adaptor and LLM, so their output for a record never changes: computing it
 once turns every later epoch into decoder-only work. The cache is a folder of safetensors shards
-(`shard-00000.safetensors`: the rows' hidden states concatenated and their lengths; record ids in
-the metadata) plus `cache.json` with a fingerprint of the model and of what the LLM saw of the data.
+(`shard-00000.safetensors`: the rows' hidden states and answer token ids concatenated, and their lengths;
+record ids in the metadata) plus `cache.json` with a fingerprint of the model and of what the LLM saw of the
+data. It holds what a decoder of any fusion reads (omni/decoder_input.py), so changing the fusion keeps it.
 Units are not cached: they come from the dataset at training time, so units re-extracted with another
 codebook reuse the cache. Shards are written atomically, so an interrupted build resumes where it
 stopped, and several processes build disjoint shards (`rank`, `world`). Reading memory-maps the shards.
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from omni.atomic import atomic_path
 from omni.data import Example, SpeechCollator, SpeechInstructionDataset
+from omni.decoder_input import CACHE_LAYOUT, answer_features
 from omni.model import OmniModel
 from omni.speech_decoder import ctc_min_frames, pad_units
 
@@ -33,34 +36,43 @@ META_FILE = "cache.json"
 SHARD_SIZE = 1024  # records per shard file
 
 
+@dataclass(frozen=True)
+class Processes:
+    """The processes building a cache together: this one's `rank` of `world`, and a `barrier` that waits for all."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+
 def open_or_build(
     directory: str | Path,
     dataset: SpeechInstructionDataset,
     model_dir: str | Path,
     load_model: Callable[[], OmniModel],
+    *,
+    alignment: str = "at_token",
     batch_size: int = 8,
     shard_size: int = SHARD_SIZE,
-    rank: int = 0,
-    world: int = 1,
-    barrier: Callable[[], None] = lambda: None,
-    alignment: str = "at_token",
-    token_embeddings: bool = False,
+    processes: Processes = Processes(),
 ) -> HiddenCacheDataset:
     """The finished cache of `dataset`'s answers under the model in `model_dir`, joined with their units.
 
-    Shards missing or stale (another model, data, alignment or shard size) are built first, each of `world`
-    processes writing its share (`barrier` waits for all of them); the model is loaded only when there is work.
-    `alignment` and `token_embeddings` are the decoder's (`OmniModel.response_hidden_states`).
+    Shards missing or stale (another model, data, alignment or shard size) are built first, each process writing
+    its share; the model is loaded only when there is work. `alignment` is the decoder's (omni/decoder_input.py).
     """
     directory = Path(directory)
-    key = fingerprint(model_dir, dataset, alignment, token_embeddings)
-    if missing_shards(directory, key, len(dataset), shard_size, rank, world):
+    key = fingerprint(model_dir, dataset, alignment)
+    if missing_shards(directory, key, len(dataset), shard_size, processes.rank, processes.world):
         model = load_model()
-        build_cache(model, dataset, directory, key, batch_size, shard_size, rank, world, alignment, token_embeddings)
-    barrier()
-    if rank == 0:
+        build_cache(
+            model, dataset, directory, key, alignment=alignment, batch_size=batch_size, shard_size=shard_size,
+            rank=processes.rank, world=processes.world,
+        )  # fmt: skip
+    processes.barrier()
+    if processes.rank == 0:
         finish_cache(directory, key, len(dataset), shard_size)
-    barrier()
+    processes.barrier()
     return HiddenCacheDataset(directory, dataset.column("units"))
 
 
@@ -71,17 +83,10 @@ def model_signature(model_dir: str | Path) -> str:
     return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
 
 
-def fingerprint(
-    model_dir: str | Path,
-    dataset: SpeechInstructionDataset,
-    alignment: str = "at_token",
-    token_embeddings: bool = False,
-) -> str:
-    """Changes when the model's files change, what the LLM sees of the records does (not their units) or
-    which states are read (the defaults keep the keys of caches built before these options existed)."""
-    parts = [model_signature(model_dir), dataset.signature(with_units=False)]
-    parts += [alignment] if alignment != "at_token" else []
-    parts += ["token_embeddings"] if token_embeddings else []
+def fingerprint(model_dir: str | Path, dataset: SpeechInstructionDataset, alignment: str = "at_token") -> str:
+    """Changes when the model's files change, what the LLM sees of the records does (not their units), which
+    states are read, or what a shard holds."""
+    parts = [model_signature(model_dir), dataset.signature(with_units=False), alignment, CACHE_LAYOUT]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
 
 
@@ -103,12 +108,12 @@ def build_cache(
     dataset: SpeechInstructionDataset,
     directory: str | Path,
     key: str,
+    *,
+    alignment: str = "at_token",
     batch_size: int = 8,
     shard_size: int = SHARD_SIZE,
     rank: int = 0,
     world: int = 1,
-    alignment: str = "at_token",
-    token_embeddings: bool = False,
     sort_pool: int = 16,
 ) -> Path:
     """Write this process's missing shards; the caller waits for all ranks, then `finish_cache` on one.
@@ -123,7 +128,7 @@ def build_cache(
     with tqdm(total=sum(min(shard_size, len(dataset) - s * shard_size) for s in todo), desc="hidden cache") as bar:
         for shard in todo:
             start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
-            done: dict[int, tuple[torch.Tensor, str, int | None]] = {}  # shard row -> its states, id and index
+            done: dict[int, tuple[torch.Tensor, torch.Tensor, str, int | None]] = {}  # row -> states, tokens, id, index
             pool_size = batch_size * max(1, sort_pool)
             for first in range(start, stop, pool_size):
                 pool = [(i - start, dataset[i]) for i in range(first, min(first + pool_size, stop))]
@@ -131,23 +136,25 @@ def build_cache(
                 for b in range(0, len(pool), batch_size):
                     rows, examples = zip(*pool[b : b + batch_size], strict=True)
                     batch = {k: v.to(device) for k, v in collate(list(examples)).items()}
-                    hidden, lengths = model.response_hidden_states(batch, alignment, token_embeddings)
+                    hidden, tokens, lengths = answer_features(model, batch, alignment)
                     for n, (row, ex) in enumerate(zip(rows, examples, strict=True)):
-                        done[row] = hidden[n, : lengths[n]].cpu(), ex.id, ex.index
+                        done[row] = hidden[n, : lengths[n]].cpu(), tokens[n, : lengths[n]].cpu(), ex.id, ex.index
                     bar.update(len(examples))
-            states, ids, indices = zip(*(done[row] for row in range(stop - start)), strict=True)
+            states, tokens, ids, indices = zip(*(done[row] for row in range(stop - start)), strict=True)
             # indices: in skip mode a record that fails to load has a stand-in, whose units are its own
-            tensors = {"hidden": torch.cat(states).contiguous(), "lengths": torch.tensor([len(s) for s in states])}
-            path = shard_path(directory, shard)
-            partial = path.with_suffix(".partial")
+            tensors = {
+                "hidden": torch.cat(states).contiguous(),
+                "tokens": torch.cat(tokens).to(torch.int32),
+                "lengths": torch.tensor([len(s) for s in states]),
+            }
             meta = {
                 "ids": json.dumps(list(ids)),
                 "indices": json.dumps(list(indices)),
                 "key": key,
                 "shard_size": str(shard_size),
             }
-            save_file(tensors, partial, metadata=meta)
-            os.replace(partial, path)
+            with atomic_path(shard_path(directory, shard)) as partial:
+                save_file(tensors, partial, metadata=meta)
     return directory
 
 
@@ -184,7 +191,7 @@ def _shard_matches(path: Path, key: str, shard_size: int) -> bool:
 
 
 class HiddenCacheDataset(Dataset):
-    """Records of a finished cache joined with their units: {"id", "hidden" (M, H), "units" (T,)}.
+    """Records of a finished cache joined with their units: {"id", "hidden" (M, H), "tokens" (M,), "units" (T,)}.
 
     `units` holds one sequence per dataset record; each cached record takes those of the record it was
     computed from (a stand-in for a record that failed to load takes its own)."""
@@ -223,7 +230,9 @@ class HiddenCacheDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         shard, start, stop = self.index[i]
         units = torch.tensor(self.units[i] if self.units is not None else [], dtype=torch.long)
-        return {"id": self.ids[i], "hidden": self._file(shard).get_slice("hidden")[start:stop], "units": units}
+        f = self._file(shard)
+        hidden, tokens = f.get_slice("hidden")[start:stop], f.get_slice("tokens")[start:stop].long()
+        return {"id": self.ids[i], "hidden": hidden, "tokens": tokens, "units": units}
 
     def signature(self) -> str:
         """What training on it learns from: the cached states (model and answers) and the units."""
@@ -241,10 +250,12 @@ class HiddenCacheDataset(Dataset):
 
 
 def collate_hidden(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Cached records -> right-padded hidden states and units with their lengths."""
+    """Cached records -> right-padded hidden states and token ids, and units, with their lengths."""
     lengths = torch.tensor([item["hidden"].shape[0] for item in items])
     hidden = items[0]["hidden"].new_zeros(len(items), int(lengths.max()), items[0]["hidden"].shape[-1])
+    tokens = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
     for row, item in enumerate(items):
         hidden[row, : lengths[row]] = item["hidden"]
+        tokens[row, : lengths[row]] = item["tokens"]
     units, unit_lengths = pad_units([item["units"].tolist() for item in items])
-    return {"hidden": hidden, "lengths": lengths, "units": units, "unit_lengths": unit_lengths}
+    return {"hidden": hidden, "tokens": tokens, "lengths": lengths, "units": units, "unit_lengths": unit_lengths}

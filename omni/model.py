@@ -9,7 +9,6 @@ LLM named in the config). The encoder is frozen, so it is referenced by name or 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
@@ -150,40 +149,24 @@ class OmniModel(nn.Module):
             output_hidden_states=output_hidden_states,
         )
 
-    @functools.cached_property
-    def _token_embedding_scale(self) -> float:
-        """A number, not a tensor: a cached tensor would not follow the model to another device."""
-        return self.base_llm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean().item()
-
-    @torch.no_grad()
-    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The LLM's input embeddings of `tokens`, divided by the mean norm of the embedding table's rows."""
-        return self.base_llm.get_input_embeddings()(tokens) / self._token_embedding_scale
-
     @torch.no_grad()
     def response_hidden_states(
-        self, batch: dict[str, torch.Tensor], alignment: str = "at_token", token_embeddings: bool = False
+        self, batch: dict[str, torch.Tensor], alignment: str = "at_token"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer states after the final norm, one per answer token (labels != -100), what the speech
-        decoder reads: (B, M, H) right-padded, and M per row. `alignment` (the decoder's): "at_token" takes
-        the states at the answer's positions, "predicting" those one position earlier, which predicted them.
-        `token_embeddings` (the decoder's) appends each answer token's embedding: (B, M, 2H).
+        """Last-layer states after the final norm, one per answer token (labels != -100): (B, M, H) right-padded,
+        and M per row. `alignment` (the speech decoder's, omni/decoder_input.py): "at_token" takes the states at
+        the answer's positions, "predicting" those one position earlier, which predicted them.
         Runs the decoder stack without the LM head, so no vocabulary-sized logits are made."""
         hidden = self.base_llm.get_decoder()(
             inputs_embeds=self.inputs_embeds(batch), attention_mask=batch["attention_mask"], use_cache=False
         ).last_hidden_state
-        labels = batch["labels"]
-        answer = labels != IGNORE_INDEX
+        answer = batch["labels"] != IGNORE_INDEX
         states = answer
         if alignment == "predicting":  # the answer always follows a prompt, so position p - 1 exists
             states = torch.cat([answer[:, 1:], answer.new_zeros(answer.shape[0], 1)], dim=1)
         elif alignment != "at_token":
             raise ValueError(f"alignment must be at_token or predicting, got {alignment!r}")
-        selected, lengths = select_rows(hidden, states)
-        if token_embeddings:
-            embedded, _ = select_rows(self.token_embeddings(labels.clamp(min=0)).to(hidden.dtype), answer)
-            selected = torch.cat([selected, embedded], dim=-1)
-        return selected, lengths
+        return select_rows(hidden, states)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **kwargs) -> list[str]:

@@ -37,6 +37,7 @@ class Turn:
     role: Literal["user", "assistant"]
     text: str | None = None
     audio: Any = None  # np.ndarray (16 kHz) | str | Path | None
+    interrupted: bool = False  # an answer the user talked over: its text is what was heard, ending in "…"
 
     @property
     def audio_path(self) -> Path | None:

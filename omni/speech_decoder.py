@@ -1,20 +1,12 @@
-"""The non-autoregressive speech decoder: response hidden states -> speech units, trained with CTC.
+"""The non-autoregressive speech decoder: the answer's LLM states and/or tokens -> speech units, trained with CTC.
 
-    hidden (B, M, H_llm) -> input projection -> each state repeated lambda times -> causal Llama layers
-    -> output projection to K + 1 classes (blank = K) -> CTC against the answer's units
+    answer tokens (states h, ids) -> DecoderInput: fusion, each token's vector repeated lambda times (+ offsets)
+    -> causal Llama layers -> output projection to K + 1 classes (blank = K) -> CTC against the answer's units
 
-It reads the LLM's last-layer hidden states after the final norm, one per answer token (its tokens and
-its end-of-turn token): by default the state at each token, as both omni and LLaMA-Omni train; with
-`alignment: predicting` the state that predicted it (the last prompt state, then the states at tokens 1 to
-N-1), which is what LLaMA-Omni's inference feeds its decoder. With `token_embeddings` each state comes with
-the LLM's input embedding of its token (scaled to unit mean norm, `OmniModel.token_embeddings`): the token's
-identity, which the last layer, busy predicting the next token, keeps only faintly. With `frame_offsets`
-each frame also gets a learned embedding of its place among its token's lambda frames: plain copies of one
-state look alike to the layers (the first token's copies give identical outputs), yet must emit different
-units. Being causal, the frames
-of a token see only earlier tokens, which is what lets streaming emit units while the text is still being written.
-Projecting before repeating gives the reference's result (the projection acts per frame) at 1/lambda
-of its cost.
+What it reads of the LLM, and how (states, token embeddings, their fusion, frame offsets, which state goes with
+which token), is omni/decoder_input.py's. Being causal, the frames of a token see only earlier tokens, which is
+what lets streaming emit units while the text is still being written. Projecting before repeating gives the
+reference's result (the projection acts per frame) at 1/lambda of its cost.
 """
 
 from __future__ import annotations
@@ -28,6 +20,7 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from omni.config import SpeechDecoderConfig, from_dict, to_dict
+from omni.decoder_input import DecoderInput, TextEmbeddings
 from omni.weights import load_weights, save_weights
 
 CONFIG_FILE = "speech_decoder.yaml"
@@ -36,12 +29,15 @@ STAGE1_MODEL_FILE = "stage1_model.txt"  # the frozen stage-1 model whose hidden 
 
 
 class SpeechDecoder(nn.Module):
-    def __init__(self, config: SpeechDecoderConfig, llm_hidden_size: int):
+    def __init__(self, config: SpeechDecoderConfig, llm_hidden_size: int, text: TextEmbeddings | None = None):
+        """`text`: the LLM's input embedding table, for a decoder whose fusion reads token embeddings."""
         super().__init__()
         self.config = config
         self.llm_hidden_size = llm_hidden_size
         self.blank = config.num_units
-        self.input_proj = nn.Linear(llm_hidden_size * (2 if config.token_embeddings else 1), config.hidden_size)
+        if text is not None and text.width != llm_hidden_size:
+            raise ValueError(f"token embeddings of width {text.width} for a decoder reading width {llm_hidden_size}")
+        self.input = DecoderInput(config.input, llm_hidden_size, config.hidden_size, config.upsample, text)
         llama = LlamaConfig(
             vocab_size=1,
             hidden_size=config.hidden_size,
@@ -64,71 +60,66 @@ class SpeechDecoder(nn.Module):
         self.layers.embed_tokens = None  # fed frames, never token ids
         self.layers.norm = nn.Identity()  # the reference has no final norm
         self.output_proj = nn.Linear(config.hidden_size, config.num_units + 1)
-        self.frame_offsets = nn.Embedding(config.upsample, config.hidden_size) if config.frame_offsets else None
-        if self.frame_offsets is not None:
-            nn.init.normal_(self.frame_offsets.weight, std=0.1)
 
     def frame_lengths(self, lengths: torch.Tensor, min_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder frames per row: lambda * M, stretched to what CTC needs when that is more ("extend")."""
-        frames = lengths * self.config.upsample
-        if min_frames is not None and self.config.too_short == "extend":
-            frames = torch.maximum(frames, min_frames.to(frames.device))
-        return frames
-
-    @staticmethod
-    def upsample(x: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Spread each row's M states uniformly over its frames: frame j takes state floor(j * M / frames).
-
-        With frames = lambda * M this is each state repeated lambda times.
-        """
-        j = torch.arange(int(frames.max()), device=x.device)
-        source = (j[None, :] * lengths[:, None]) // frames.clamp(min=1)[:, None]
-        source = torch.minimum(source, (lengths - 1).clamp(min=0)[:, None])
-        return x.gather(1, source[..., None].expand(-1, -1, x.shape[-1]))
-
-    def offsets(self, lengths: torch.Tensor, frames: torch.Tensor, width: int) -> torch.Tensor:
-        """Each frame's place among the frames of its state, 0 to lambda - 1 (B, width); a stretched row's
-        frames are spread over the same lambda places."""
-        places = torch.arange(width, device=lengths.device)[None, :] * lengths[:, None] * self.config.upsample
-        return (places // frames.clamp(min=1)[:, None]) % self.config.upsample
+        return self.input.frame_lengths(lengths, min_frames, extend=self.config.too_short == "extend")
 
     def forward(
-        self, hidden: torch.Tensor, lengths: torch.Tensor, min_frames: torch.Tensor | None = None
+        self,
+        states: torch.Tensor | None,
+        lengths: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        min_frames: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden (B, M, H_llm) right-padded, lengths (B,) -> logits (B, frames, K + 1), frames (B,).
-        `min_frames` (training: `ctc_min_frames` of the targets) stretches rows too short for their units.
-
-        Right padding needs no attention mask: under causal attention real frames never see the pads.
-        """
+        """states (B, M, H_llm) and/or token ids (B, M), right-padded, lengths (B,) -> logits (B, frames, K + 1),
+        frames (B,). `min_frames` (training: `ctc_min_frames` of the targets) stretches rows too short for their
+        units. Right padding needs no attention mask: under causal attention real frames never see the pads."""
         frames = self.frame_lengths(lengths, min_frames)
-        x = self.input_proj(hidden.to(self.input_proj.weight.dtype))
-        x = self.upsample(x, lengths, frames)
-        if self.frame_offsets is not None:
-            x = x + self.frame_offsets(self.offsets(lengths.to(x.device), frames.to(x.device), x.shape[1]))
+        x = self.input(states, tokens, lengths, frames)
         x = self.layers(inputs_embeds=x, use_cache=False).last_hidden_state
         return self.output_proj(x), frames
 
     @torch.no_grad()
-    def step(self, hidden: torch.Tensor, cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache]:
-        """Logits of the frames of new response states (B, n, H_llm) -> (B, n * lambda, K + 1), attending to
-        the cached keys and values of all earlier frames: what a full pass over the prefix gives for these
-        frames (the layers are causal), at the cost of the new frames only. Streaming calls it per token."""
+    def step(
+        self,
+        states: torch.Tensor | None,
+        cache: DynamicCache | None = None,
+        tokens: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """Logits of the frames of new answer tokens (B, n, ...) -> (B, n * lambda, K + 1), attending to the cached
+        keys and values of all earlier frames: what a full pass over the prefix gives for these frames (the layers
+        are causal), at the cost of the new frames only. Streaming calls it per token. Rows of different lengths
+        (a live batch, left-padded) pass their mask over the cached and new frames, and each new frame's place."""
         cache = cache if cache is not None else DynamicCache()
-        x = self.input_proj(hidden.to(self.input_proj.weight.dtype)).repeat_interleave(self.config.upsample, dim=1)
-        if self.frame_offsets is not None:
-            x = x + self.frame_offsets.weight.repeat(hidden.shape[1], 1)
-        out = self.layers(inputs_embeds=x, past_key_values=cache, use_cache=True)
+        x = self.input.step(states, tokens)
+        out = self.layers(
+            inputs_embeds=x,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
         return self.output_proj(out.last_hidden_state), out.past_key_values
 
     def loss(
-        self, hidden: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, unit_lengths: torch.Tensor
+        self,
+        states: torch.Tensor | None,
+        lengths: torch.Tensor,
+        units: torch.Tensor,
+        unit_lengths: torch.Tensor,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        logits, frames = self(hidden, lengths, ctc_min_frames(units, unit_lengths))
+        logits, frames = self(states, lengths, tokens, ctc_min_frames(units, unit_lengths))
         return ctc_loss(logits, frames, units, unit_lengths, self.blank)
 
     @torch.no_grad()
-    def generate(self, hidden: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        logits, frames = self(hidden, lengths)
+    def generate(
+        self, states: torch.Tensor | None, lengths: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        logits, frames = self(states, lengths, tokens)
         return ctc_greedy(logits, frames, self.blank)
 
     # ---- save / load ----------------------------------------------------------------------
@@ -138,10 +129,14 @@ class SpeechDecoder(nn.Module):
         state_dict: dict[str, torch.Tensor] | None = None,
         stage1_model: str | Path | None = None,
     ) -> None:
-        """`stage1_model`: the frozen model it reads, recorded so that evaluation and generation find it."""
+        """`stage1_model`: the frozen model it reads, recorded so that evaluation and generation find it. A decoder
+        reading token embeddings records where its table comes from (the LLM's, not saved here)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"llm_hidden_size": self.llm_hidden_size, "decoder": to_dict(self.config)}
+        text = self.input.text
+        if self.input.reads_text and text is not None and text.source is not None:
+            meta["text_embeddings"] = text.source
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
         state = state_dict if state_dict is not None else self.state_dict()
         save_weights(state, directory / WEIGHTS_FILE)
@@ -149,15 +144,37 @@ class SpeechDecoder(nn.Module):
             (directory / STAGE1_MODEL_FILE).write_text(f"{Path(stage1_model).resolve()}\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SpeechDecoder:
+    def from_pretrained(cls, directory: str | Path, text: TextEmbeddings | None = None) -> SpeechDecoder:
+        """A saved decoder; one that reads token embeddings takes `text` (the LLM's table, e.g. shared with a loaded
+        model: `TextEmbeddings.from_model`), else reads the table it was trained with."""
         directory = Path(directory)
         path = directory / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: not a speech decoder directory (no {CONFIG_FILE})")
         meta = yaml.safe_load(path.read_text())
-        decoder = cls(from_dict(SpeechDecoderConfig, meta["decoder"], str(path)), int(meta["llm_hidden_size"]))
+        config = from_dict(SpeechDecoderConfig, meta["decoder"], str(path))
+        if text is None and config.input.fusion != "none":
+            if "text_embeddings" not in meta:
+                raise ValueError(f"{path}: the decoder reads token embeddings but names no LLM to read them from")
+            text = TextEmbeddings.from_pretrained(meta["text_embeddings"])
+        decoder = cls(config, int(meta["llm_hidden_size"]), text)
         decoder.load_state_dict(load_weights(directory / WEIGHTS_FILE))
         return decoder
+
+    def start_from(self, directory: str | Path) -> None:
+        """The weights of a saved decoder of the same shapes (a TTS-pretrained one, LLaMA-Omni's converted one)."""
+        path = Path(directory) / WEIGHTS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"decoder.init_from={directory}: not a speech decoder directory (no {WEIGHTS_FILE})"
+            )
+        try:
+            self.load_state_dict(load_weights(path))
+        except RuntimeError as err:
+            raise ValueError(
+                f"decoder.init_from={directory}: its weights do not fit this decoder (another width, layers, K, "
+                f"lambda or decoder.input?): {str(err).splitlines()[1] if len(str(err).splitlines()) > 1 else err}"
+            ) from None
 
 
 def stage1_model_of(directory: str | Path) -> Path:
@@ -204,10 +221,10 @@ def ctc_greedy(logits: torch.Tensor, frames: torch.Tensor, blank: int) -> list[l
     return out
 
 
-def pad_units(units: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit sequences -> (B, T) padded with -1 and their lengths."""
+def pad_units(units: list[list[int]], pad: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id sequences (units; token ids) -> (B, T) padded with `pad` and their lengths."""
     lengths = torch.tensor([len(u) for u in units])
-    padded = torch.full((len(units), max(int(lengths.max()), 1)), -1, dtype=torch.long)
+    padded = torch.full((len(units), max(int(lengths.max()), 1)), pad, dtype=torch.long)
     for row, seq in enumerate(units):
         padded[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return padded, lengths

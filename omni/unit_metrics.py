@@ -31,7 +31,8 @@ def is_stalled(metrics: dict[str, float]) -> bool:
 def evaluate_decoder(
     decoder: SpeechDecoder, batches: Iterable[dict[str, torch.Tensor]], max_batches: int | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics over cached-style batches ({"hidden", "lengths", "units", "unit_lengths"}), plus per-record rows."""
+    """Metrics over cached-style batches ({"hidden" (absent for text alone), "tokens", "lengths", "units",
+    "unit_lengths"}), plus per-record rows."""
     device = next(decoder.parameters()).device
     was_training = decoder.training
     decoder.eval()
@@ -42,12 +43,13 @@ def evaluate_decoder(
             break
         seen += 1
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits, frames = decoder(batch["hidden"], batch["lengths"])
+        states, tokens = batch.get("hidden"), batch.get("tokens")
+        logits, frames = decoder(states, batch["lengths"], tokens)
         best = logits.argmax(-1)
         valid = torch.arange(best.shape[1], device=device) < frames[:, None]
         blanks += int(((best == decoder.blank) & valid).sum())
         frames_total += int(frames.sum())
-        loss_sum += float(decoder.loss(batch["hidden"], batch["lengths"], batch["units"], batch["unit_lengths"]))
+        loss_sum += float(decoder.loss(states, batch["lengths"], batch["units"], batch["unit_lengths"], tokens))
         for row, units in enumerate(ctc_greedy(logits, frames, decoder.blank)):
             ref = batch["units"][row, : batch["unit_lengths"][row]].tolist()
             distance = Levenshtein.distance(units, ref)

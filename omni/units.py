@@ -14,15 +14,14 @@ with `trust_pickle=True`.
 
 Units for a dataset whose records hold `response_audio` (the answer spoken):
 
-    python -m omni.units --data train.jsonl --out train_units.jsonl \
+    python -m omni.units --data train.jsonl --out train_units.jsonl \\
         --hubert utter-project/mHuBERT-147 --layer 11 --codebook km1000.npy
-    python -m omni.units --data train.jsonl --out train_units.jsonl \
+    python -m omni.units --data train.jsonl --out train_units.jsonl \\
         --whisper .cache/assets/whisper_base.pt --layer 2 --codebook data/demo/units/codebook.safetensors
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omni.atomic import atomic_path
 from omni.audio import SAMPLE_RATE, load_audio, mel_windows
+from omni.cli import command_parser
 from omni.config import EncoderConfig
+from omni.data import relocated
 from omni.encoder import SpeechEncoder
 
 SAFE_SUFFIXES = (".npy", ".safetensors")
@@ -58,24 +60,12 @@ def runs(units: Sequence[int]) -> tuple[list[int], list[int]]:
     return merged, durations
 
 
-def check_units(units: Sequence[int], num_units: int, where: str) -> None:
-    """Reject unit ids outside [0, num_units): a K-unit decoder must never train on them silently."""
-    bad = sorted({u for u in units if not 0 <= u < num_units})
-    if bad:
-        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        raise UnitError(
-            f"{where}: unit ids {shown} are outside [0, {num_units}); these units come from another codebook "
-            f"(the released InstructS2S-200K holds CosyVoice tokens, for instance): re-extract them"
-        )
-
-
 class Codebook:
     """k-means centroids (K, D); a frame's unit is the index of its nearest centroid.
 
     A codebook may carry a per-dimension `mean` and `scale` that standardise frames before the distance
     is taken. A few wide dimensions of a middle Whisper layer otherwise decide every distance and the
-    units say little about the sound: on the demo's answers, per-unit mean mels of layer-2 units are
-    1.86 log-mel off the real ones without standardising and 0.70 with it.
+    units say little about the sound (docs/results.md measures it on the demo's answers).
     """
 
     def __init__(
@@ -284,7 +274,7 @@ class UnitExtractor:
 
 def extract_manifest(extractor: UnitExtractor, data: Path, out: Path, batch_size: int = 8) -> int:
     """Copy a JSON-lines manifest, adding `units` and `unit_durations` from each record's `response_audio`;
-    relative audio paths are made absolute so the copy works from any folder. Returns the count."""
+    relative paths are rewritten to point from the copy's folder to the same files. Returns the count."""
     from tqdm.auto import tqdm
 
     records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
@@ -296,23 +286,18 @@ def extract_manifest(extractor: UnitExtractor, data: Path, out: Path, batch_size
         return str(value if Path(value).is_absolute() else (data.parent / value).resolve())
 
     paths = [Path(absolute(r["response_audio"])) for r in records]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial")
-    with partial.open("w") as f:
+    with atomic_path(out) as partial, partial.open("w") as f:
         for start in tqdm(range(0, len(records), batch_size), desc="units"):
             chunk, chunk_paths = records[start : start + batch_size], paths[start : start + batch_size]
             found = extractor.with_durations([load_audio(p) for p in chunk_paths])
-            for record, path, (units, durations) in zip(chunk, chunk_paths, found, strict=True):
-                paths_now = {"response_audio": str(path)}
-                if isinstance(record.get("audio"), str):
-                    paths_now["audio"] = absolute(record["audio"])
-                f.write(json.dumps(record | paths_now | {"units": units, "unit_durations": durations}) + "\n")
-    partial.replace(out)
+            for record, (units, durations) in zip(chunk, found, strict=True):
+                moved = relocated(record, data.parent, out.parent)  # relative paths stay relative, as make units
+                f.write(json.dumps(moved | {"units": units, "unit_durations": durations}) + "\n")
     return len(records)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--data", type=Path, required=True, help="JSON-lines manifest with response_audio")
     parser.add_argument("--out", type=Path, required=True, help="the manifest with units added")
     source = parser.add_mutually_exclusive_group(required=True)

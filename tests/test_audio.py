@@ -44,3 +44,31 @@ def test_clip_frames_agree_between_modes():
     (padded,) = mel_windows(audio, 80, pad_to_30s=True)
     assert short.shape == (80, 330) and padded.shape == (80, 3000)
     assert np.array_equal(short.numpy(), padded[:, :330].numpy())
+
+
+def truncated_wav(path, seconds: float = 1.0, kept_bytes: int = 256):
+    """A 16-bit wav whose header promises `seconds` of samples but whose file was cut after `kept_bytes` of them."""
+    soundfile.write(path, noise(seconds), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: 44 + kept_bytes])
+    return path
+
+
+def test_a_truncated_file_is_refused_with_its_real_length(tmp_path):
+    path = truncated_wav(tmp_path / "cut.wav")
+    assert soundfile.info(str(path)).frames == 128  # libsndfile reports only what the file holds
+    with pytest.raises(
+        AudioError, match=r"cut\.wav: truncated: its header promises 32,000 bytes .* holds 256 .*0\.008 s"
+    ):
+        load_audio(path)
+    whole = tmp_path / "whole.wav"
+    soundfile.write(whole, noise(1.0), 16000, subtype="PCM_16")
+    assert len(load_audio(whole)) == 16000
+
+
+def test_audio_constants_are_whispers():
+    import whisper.audio
+
+    from omni import audio
+
+    expected = (whisper.audio.SAMPLE_RATE, whisper.audio.HOP_LENGTH, whisper.audio.N_FRAMES, whisper.audio.N_SAMPLES)
+    assert expected == (audio.SAMPLE_RATE, audio.HOP_LENGTH, audio.WINDOW_FRAMES, audio.WINDOW_SAMPLES)

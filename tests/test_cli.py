@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
+from omni.audio import MAX_QUESTION_SECONDS
 from omni.cli import main as omni_main
 from omni.cli import run_command
+from tests.questions import bad_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 HINT = "(--debug shows the traceback)"
@@ -31,7 +35,9 @@ ENTRY_POINTS = [
     "data_recipes/toy.py",
     "train/stage1.py",
     "train/stage2.py",
+    "train/decoder_tts.py",
     "train/vocoder.py",
+    "data_recipes/builder/wordnet.py",
     "train/config.py",
 ]
 
@@ -160,6 +166,44 @@ def test_generate_missing_audio_with_debug_shows_the_traceback(tmp_path, no_mode
     result = run("-m", "omni.generate", str(question), *no_models, "--debug")
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "AudioError" in result.stderr
+
+
+@pytest.mark.parametrize("case", list(bad_questions(MAX_QUESTION_SECONDS)))
+def test_generate_refuses_a_bad_question_as_the_server_does_before_loading_anything(tmp_path, no_models, case):
+    body, _, message = bad_questions(MAX_QUESTION_SECONDS)[case]
+    question = tmp_path / "question.wav"
+    question.write_bytes(body)
+    assert_one_error(run("-m", "omni.cli", "generate", str(question), *no_models), f"{question}: {message}")
+
+
+def test_generate_checks_its_arguments_before_the_heavy_imports(tmp_path):
+    """A missing question or model is refused before torch and transformers load (seconds sooner)."""
+    probe = (
+        "import sys\n"
+        "from omni.generate import main\n"
+        "for argv in (['missing.wav'], [sys.argv[1], '--model', 'no_such_model']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except Exception as err:\n"
+        "        print(type(err).__name__, err)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'whisper') if m in sys.modules))\n"
+    )
+    question = tmp_path / "q.wav"
+    soundfile.write(question, np.zeros(8000, np.float32), 16000)  # half a second: a question by its limits
+    result = run("-c", probe, str(question))
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("AudioError missing.wav: audio file not found"), result.stdout + result.stderr
+    assert "--model no_such_model: no such model directory" in lines[1] and "--tiny" in lines[1]
+    assert lines[2] == "[]"
+
+
+def test_help_names_the_command_and_the_debug_flag():
+    for command in ("generate", "serve", "units"):
+        result = run("-m", "omni.cli", command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"usage: omni {command}") and "--debug" in result.stdout
+    result = run("-m", "train.stage2", "--help")
+    assert "--debug" in result.stdout
 
 
 def test_units_missing_codebook(tmp_path):

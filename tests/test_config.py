@@ -17,6 +17,38 @@ def test_unknown_key_names_file_and_path(tmp_path):
         load_config(path, Stage1Config)
 
 
+def test_a_mistyped_override_is_blamed_on_the_command_line_with_the_nearest_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 3\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"command line override 'train\.max_stesp=4': unknown key 'max_stesp' in "
+        r"train \(did you mean 'max_steps'\?\)",
+    ):
+        load_config(path, Stage1Config, ["train.max_stesp=4"])
+    with pytest.raises(
+        ConfigError,
+        match=r"override 'modle\.llm\.train=full': unknown key 'modle' in the top level "
+        r"\(did you mean 'model'\?\)",
+    ):
+        load_config(path, Stage1Config, ["modle.llm.train=full"])
+    # free-form mappings (rope_scaling) take any key
+    assert load_config(path, Stage2Config, ["decoder.rope_scaling.factor=8"]).decoder.rope_scaling == {"factor": 8}
+    # a key mistyped in the file is the file's, with its nearest key too
+    path.write_text("train:\n  lr_schedule: cosine\n")
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml\.train: unknown key\(s\) \['lr_schedule'\] \(did you mean 'schedule'"
+    ):
+        load_config(path, Stage1Config)
+
+
+def test_a_bare_no_is_the_option_no_not_false(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path, Stage1Config).train.mixed_precision == "no"
+    assert load_config(path, Stage1Config, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
 def test_wrong_type_and_literal_are_rejected():
     with pytest.raises(ConfigError, match=r"config\.pad_to_30s: expected bool"):
         from_dict(EncoderConfig, {"pad_to_30s": "yes"})

@@ -268,7 +268,7 @@ def test_several_manifests_read_as_one_set(tmp_path):
             },
         ],
     )
-    data = SpeechInstructionDataset([spoken, str(extra)], text_questions=True)
+    data = SpeechInstructionDataset([spoken, str(extra)], questions="speech_or_text")
     assert [data[i].id for i in range(3)] == ["s", "x0", "x1"]
     np.testing.assert_allclose(data[0].audio, noise(0.5, len("spoken")), atol=1e-4)
     assert data[1].audio is None and data[1].instruction == "Asked as text?"
@@ -283,8 +283,19 @@ def test_several_manifests_read_as_one_set(tmp_path):
         "bad.jsonl",
     )
     with pytest.raises(DataError, match=r"extra/bad\.jsonl, line 2 \(id 'b'\), field 'response'"):
-        SpeechInstructionDataset([spoken, bad], text_questions=True)
+        SpeechInstructionDataset([spoken, bad], questions="speech_or_text")
     with pytest.raises(DataError, match=r"nope\.jsonl: no such dataset .*a list takes \.jsonl manifests only"):
         SpeechInstructionDataset([spoken, tmp_path / "nope.jsonl"])
     with pytest.raises(DataError, match="empty list"):
         SpeechInstructionDataset([])
+
+
+def test_a_truncated_clip_is_refused_when_opened_or_skipped_and_listed(tmp_path, wav):
+    from tests.test_audio import truncated_wav
+
+    truncated_wav(tmp_path / "cut.wav", seconds=2.0, kept_bytes=32000)  # 1 s of a promised 2 s
+    records = [{"id": "ok", "audio": wav, "response": "a"}, {"id": "cut", "audio": "cut.wav", "response": "b"}]
+    with pytest.raises(DataError, match=r"line 2 \(id 'cut'\), field 'audio': audio file .*cut\.wav is truncated"):
+        SpeechInstructionDataset(manifest(tmp_path, records))
+    data = SpeechInstructionDataset(manifest(tmp_path, records), on_bad_record="skip")
+    assert len(data) == 1 and data.skipped[0]["field"] == "audio" and "1.000 s of audio" in data.skipped[0]["reason"]

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from omni.config import SpeechDecoderConfig
-from omni.generate import SpeechGenerator
+from omni.config import DecoderInputConfig, SpeechDecoderConfig
+from omni.decoder_input import TextEmbeddings
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
+from omni.speech_generator import LiveBatch, Question, SpeechGenerator
 from tests.conftest import noise
 
 
@@ -102,15 +103,49 @@ def test_mismatched_parts_are_refused(parts):
         SpeechGenerator(model, decoder, small)
 
 
-def test_a_decoder_reading_token_embeddings_streams_them_incrementally(parts):
+@pytest.mark.parametrize("fusion", ["add", "gate"])
+def test_a_decoder_reading_token_embeddings_streams_them_incrementally(parts, fusion):
     model, plain = parts
     torch.manual_seed(1)
-    decoder = SpeechDecoder(replace(plain.config, token_embeddings=True), model.hidden_size).eval()
+    config = replace(plain.config, input=DecoderInputConfig(fusion, frame_offsets=True))
+    decoder = SpeechDecoder(config, model.hidden_size, TextEmbeddings.from_model(model)).eval()
     with torch.no_grad():
         decoder.output_proj.bias[-1] = -2.0
     ours = run((model, decoder), chunk_size=5)[-1]
     reference = run((model, decoder), chunk_size=5, incremental=False)[-1]
     assert ours.units == reference.units and len(ours.units) >= 8
-    with torch.no_grad():  # without the embedding half of its input the same decoder says something else
-        decoder.input_proj.weight[:, model.hidden_size :] = 0
+    table = decoder.input.text.table  # with other token embeddings the same decoder says something else
+    decoder.input.text = TextEmbeddings(torch.randn(table.shape, generator=torch.Generator().manual_seed(2)))
     assert run((model, decoder), chunk_size=5)[-1].units != ours.units
+
+
+@pytest.mark.parametrize("fusion", ["none", "gate"])
+def test_questions_that_join_and_leave_a_running_batch_get_the_answers_they_get_alone(parts, fusion):
+    """Continuous batching: a question joins at any token step, another leaves mid-answer; each answer's text,
+    units and audio are those it gets alone."""
+    model, plain = parts
+    torch.manual_seed(1)
+    config = replace(plain.config, input=DecoderInputConfig(fusion, frame_offsets=True))
+    decoder = SpeechDecoder(config, model.hidden_size, TextEmbeddings.from_model(model)).eval()
+    with torch.no_grad():
+        decoder.output_proj.bias[-1] = -2.0
+    generator = SpeechGenerator(model, decoder, Tones(), join="bare")
+    clips = {name: noise(seconds, seed) for name, seconds, seed in (("a", 1.5, 3), ("b", 0.7, 4), ("c", 1.1, 5))}
+    omegas = {"a": 3, "b": 5, "c": None}  # each its own Omega, in one batch
+    alone = {n: list(generator(clip, chunk_size=omegas[n], max_new_tokens=10))[-1] for n, clip in clips.items()}
+    live = LiveBatch(generator)
+    events = live.join([Question(clips["a"], omegas["a"], max_new_tokens=10, request="a")])
+    for _ in range(3):
+        events += live.step()
+    events += live.join([Question(clips[n], omegas[n], max_new_tokens=10, request=n) for n in ("b", "c")])
+    assert len(live) == 3
+    events += live.step()
+    live.leave("c")  # cancelled: the others go on as they were
+    while live:
+        events += live.step()
+    done = {e.request: e for e in events if e.kind == "done"}
+    assert sorted(done) == ["a", "b"] and not any(e.request == "c" and e.kind == "done" for e in events)
+    for name in ("a", "b"):
+        assert done[name].text == alone[name].text and done[name].units == alone[name].units
+        np.testing.assert_array_equal(done[name].audio, alone[name].audio)
+    assert live.cache is None or live.cache.get_seq_length() == 0 or live.mask.shape[0] == 0

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from omni.bench import gpu_check
+from tests.benchmarks import gpu_check
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def test_text_questions_are_read_as_words_alone_or_beside_spoken_ones(omni, toy_
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"line 1 .*field 'audio': missing \(questions without audio serve stage 2"):
         SpeechInstructionDataset(manifest, num_units=32)
-    data = SpeechInstructionDataset(manifest, num_units=32, text_questions=True)
+    data = SpeechInstructionDataset(manifest, num_units=32, questions="speech_or_text")
     assert data[0].audio is None and data[1].audio is not None
 
     collate = SpeechCollator.for_model(omni, label_history=False)
@@ -166,11 +166,11 @@ def test_text_questions_are_read_as_words_alone_or_beside_spoken_ones(omni, toy_
     before = data.signature(with_units=False)
     rows[0]["instruction"] = "Which pitch is this?"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert SpeechInstructionDataset(manifest, text_questions=True).signature(with_units=False) != before
+    assert SpeechInstructionDataset(manifest, questions="speech_or_text").signature(with_units=False) != before
     rows[0].pop("instruction")
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"line 1 .*field 'instruction': expected the question's text"):
-        SpeechInstructionDataset(manifest, text_questions=True)
+        SpeechInstructionDataset(manifest, questions="speech_or_text")
 
 
 def test_records_batched_by_length_are_stored_in_their_order(omni, data, tmp_path):

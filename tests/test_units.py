@@ -6,9 +6,9 @@ from sklearn.cluster import KMeans
 from transformers import HubertConfig, HubertModel
 
 from omni.config import EncoderConfig
-from omni.data import DataError, SpeechInstructionDataset
+from omni.data import DataError, SpeechInstructionDataset, units_problem
 from omni.encoder import SpeechEncoder
-from omni.units import Codebook, HubertFeatures, UnitError, UnitExtractor, WhisperFeatures, check_units, dedup, runs
+from omni.units import Codebook, HubertFeatures, UnitError, UnitExtractor, WhisperFeatures, dedup, runs
 from tests.conftest import noise
 
 
@@ -28,9 +28,8 @@ def test_dedup_merges_runs_only():
 
 
 def test_out_of_range_units_are_rejected_with_the_record():
-    check_units([0, 99], 100, "r")
-    with pytest.raises(UnitError, match=r"data.jsonl, line 3.*unit ids 100, 4096 are outside \[0, 100\)"):
-        check_units([3, 100, 4096, 100], 100, "data.jsonl, line 3")
+    assert units_problem([0, 99], 100) is None
+    assert units_problem([3, 100, 4096, 100], 100).startswith("unit ids 100, 4096 are outside [0, 100)")
 
 
 def test_codebook_fit_assigns_each_cluster_one_unit():
@@ -189,7 +188,7 @@ def test_units_command_adds_units_to_a_manifest(tmp_path, capsys):
     clips = [soundfile.read(tmp_path / "answers" / f"{i}.wav", dtype="float32")[0] for i in range(3)]
     assert [r["units"] for r in rows] == extractor(clips)  # batched by 2 in the command, one by one here
     assert [len(r["unit_durations"]) for r in rows] == [len(r["units"]) for r in rows]
-    assert rows[0]["audio"] == str((tmp_path / "q.wav").resolve())  # usable from any folder
+    assert rows[0]["audio"] == "../q.wav"  # from the copy's folder, the same file
     with pytest.raises(UnitError, match="data.jsonl, line 1, field 'response_audio'"):
         (tmp_path / "data.jsonl").write_text(json.dumps({"id": "x", "audio": "q.wav"}) + "\n")
         main([*args, str(tmp_path / "hubert"), "--layer", "3", "--codebook", str(tmp_path / "km.npy")])

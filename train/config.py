@@ -9,13 +9,21 @@ these (`python -m train.config --write`), and a test keeps the two the same.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from omni.config import ModelConfig, SpeechDecoderConfig, UnitToMelConfig, annotate_yaml, check, check_positive
+from omni.cli import command_parser
+from omni.config import (
+    DecoderInputConfig,
+    ModelConfig,
+    SpeechDecoderConfig,
+    UnitToMelConfig,
+    annotate_yaml,
+    check,
+    check_positive,
+)
 from omni.hidden_cache import SHARD_SIZE
 
 
@@ -52,7 +60,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16"""
+    """auto (bf16 where bf16 products are native: CUDA, AMX or AVX512-BF16 CPUs; else fp32) | no | bf16 | fp16"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass: less memory, more compute"""
     num_workers: int = 0
@@ -171,6 +179,30 @@ class Stage2Config:
 
 
 @dataclass
+class DecoderTTSConfig:
+    """TTS pretraining of the speech decoder: answers given as text -> their units, no LLM forward."""
+
+    llm: str = "runs/stage1/model"
+    """the LLM whose tokenizer and input embeddings the decoder reads (an LLM or stage-1 model directory)"""
+    decoder: SpeechDecoderConfig = field(default_factory=lambda: SpeechDecoderConfig(input=DecoderInputConfig("gate")))
+    """the CTC speech decoder (omni/speech_decoder.py); stage 2 starts from it with the same settings (init_from)"""
+    data: DataConfig = field(default_factory=DataConfig)
+    """records with response and units (questions are not read): TTS sets, stage-2 sets"""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """optimisation, logging and checkpoints"""
+    eval_metric_batches: int = 4
+    """held-out batches decoded at each evaluation for unit error rate and blank share"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "eval_metric_batches")
+        check(
+            self.decoder.input.fusion != "none",
+            "decoder.input.fusion",
+            "TTS pretraining reads the answer's token embeddings: set add or gate (none reads LLM states alone)",
+        )
+
+
+@dataclass
 class VocoderConfig:
     """The demo's unit vocoder: units -> mel (trained) -> a pretrained HiFi-GAN."""
 
@@ -184,11 +216,11 @@ class VocoderConfig:
     """optimisation, logging and checkpoints"""
 
 
-SCHEMAS = {"stage1": Stage1Config, "stage2": Stage2Config, "vocoder": VocoderConfig}
+SCHEMAS = {"stage1": Stage1Config, "stage2": Stage2Config, "decoder": DecoderTTSConfig, "vocoder": VocoderConfig}
 
 
 def schema_for(path: str | Path) -> type:
-    """A recipe's schema from its file name: stage1_*.yaml, stage2_*.yaml, vocoder_*.yaml."""
+    """A recipe's schema from its file name: stage1_*.yaml, stage2_*.yaml, decoder_*.yaml (TTS), vocoder_*.yaml."""
     kind = Path(path).name.split("_")[0]
     if kind not in SCHEMAS:
         raise ValueError(f"{path}: expected a name starting with one of {sorted(SCHEMAS)}_")
@@ -196,7 +228,7 @@ def schema_for(path: str | Path) -> type:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("files", nargs="+", type=Path, help="recipe YAML files")
     parser.add_argument("--write", action="store_true", help="rewrite the files instead of checking them")
     args = parser.parse_args(argv)

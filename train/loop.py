@@ -12,7 +12,6 @@ on few answers overfits: its held-out loss turns up long before the schedule end
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -20,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from omni.cli import command_parser
 from omni.config import load_config, to_dict
 from train.config import TrainConfig
 
@@ -55,12 +56,20 @@ NOT_INPUTS = {"data", "cache", "eval_metric_batches"} | {
 }  # fmt: skip
 
 
+def native_bf16() -> bool:
+    """Whether this machine multiplies bf16 matrices natively: a CUDA GPU that supports it, or a CPU with AMX or
+    AVX512-BF16, where oneDNN runs bf16 products several times faster than fp32 (elsewhere a CPU emulates bf16)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return any(getattr(torch.cpu, f"_is_{unit}_supported", lambda: False)() for unit in ("amx_tile", "avx512_bf16"))
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     distributed_cpu = processes > 1 and not torch.cuda.is_available()
+    precision = config.mixed_precision
+    if precision == "auto":  # several CPU processes run fp32: DeepSpeed's bf16 engine has no CPU kernels for it
+        precision = "bf16" if native_bf16() and not distributed_cpu else "no"
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))] if distributed_cpu else []
     return Accelerator(
         mixed_precision=precision,
@@ -81,7 +90,7 @@ def run(
     """What every recipe's main does: `--config` + overrides -> accelerator, the resolved config saved
     beside the run, build, train. The process group is always torn down, even on error (gloo otherwise
     hangs at exit)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(description)
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/stage1_tiny.yaml")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-4")
     args = parser.parse_args(argv)
@@ -163,25 +172,35 @@ def resume_path(config: TrainConfig) -> Path | None:
     return path
 
 
+@dataclass
+class TrainingData:
+    """What a run learns from: its training and held-out sets, how their records make a batch, and the records the
+    data left out when it was opened (`data.on_bad_record: skip`; `skipped_records` gathers them)."""
+
+    train: Dataset
+    collate: Callable[[list], dict[str, torch.Tensor]]
+    eval: Dataset | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Trainer:
     def __init__(
         self,
         config: TrainConfig,
         accelerator: Accelerator,
         model: nn.Module,
-        train_data: Dataset,
-        collate: Callable[[list], dict[str, torch.Tensor]],
+        data: TrainingData,
         loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+        *,
         run_config: dict[str, Any],
-        eval_data: Dataset | None = None,
         eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
         frozen: list[str] = (),
         save_kwargs: dict[str, Any] | None = None,
-        skipped: list[dict[str, Any]] = (),
     ):
-        """`run_config` is the resolved recipe config; `frozen` signs what the run reads outside its config and
-        training data (a frozen model's files); `save_kwargs` go to the model's `save_pretrained`; `skipped`
-        lists the records the data left out when opened (`data.on_bad_record: skip`)."""
+        """`run_config` is the resolved recipe config; `eval_metrics` measures more than the held-out loss at each
+        evaluation; `frozen` signs what the run reads outside its config and training data (a frozen model's
+        files); `save_kwargs` go to the model's `save_pretrained`."""
+        train_data, collate, eval_data = data.train, data.collate, data.eval
         self.config = config
         self.accelerator = accelerator
         self.loss_fn = loss_fn
@@ -194,7 +213,7 @@ class Trainer:
         self.skip_log = self.output_dir / SKIPPED_FILE
         if config.keep_best and eval_data is None:
             raise ValueError(KEEP_BEST_NEEDS_EVAL)
-        self._log_skipped(list(skipped), [train_data, eval_data])
+        self._log_skipped(list(data.skipped), [train_data, eval_data])
         set_seed(config.seed)
 
         if accelerator.distributed_type.name == "DEEPSPEED":

@@ -2,7 +2,7 @@
 
     python -m train.stage1 --config train/configs/stage1_tiny.yaml
     python -m train.stage1 --config train/configs/stage1_tiny.yaml train.max_steps=10 train.lr=1e-3
-    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage1 \
+    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage1 \\
         --config train/configs/stage1_llama31_8b.yaml
 
 setup (config, accelerator, model, data) -> train (shared loop) -> save (the model's hand-off directory + summary).
@@ -21,7 +21,7 @@ from omni.data import SpeechCollator, SpeechInstructionDataset
 from omni.encoder import whisper_checkpoint
 from omni.model import OmniModel
 from train.config import Stage1Config
-from train.loop import Trainer, run, skipped_records
+from train.loop import Trainer, TrainingData, run, skipped_records
 
 
 def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
@@ -44,12 +44,11 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
         config.train,
         accelerator,
         model,
-        train_data,
-        SpeechCollator.for_model(model),
+        TrainingData(
+            train_data, SpeechCollator.for_model(model), eval_data, skipped_records(train=train_data, eval=eval_data)
+        ),
         loss_fn=lambda m, batch: m(batch).loss,
         run_config=to_dict(config),
-        eval_data=eval_data,
-        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 

@@ -2,7 +2,7 @@
 
     python -m train.stage2 --config train/configs/stage2_tiny.yaml
     python -m train.stage2 --config train/configs/stage2_demo.yaml train.max_steps=100 cache.enabled=false
-    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage2 \
+    accelerate launch --config_file train/configs/accelerate_zero2.yaml -m train.stage2 \\
         --config train/configs/stage2_llama31_8b.yaml
 
 setup (frozen stage-1 model -> response hidden states, cached once -> a new decoder) -> train (shared
@@ -24,12 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from omni.config import to_dict
 from omni.data import Example, SpeechCollator, SpeechInstructionDataset
-from omni.hidden_cache import HiddenCacheDataset, collate_hidden, model_signature, open_or_build
+from omni.decoder_input import TextEmbeddings, answer_features
+from omni.hidden_cache import HiddenCacheDataset, Processes, collate_hidden, model_signature, open_or_build
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, ctc_loss, ctc_min_frames, pad_units
 from omni.unit_metrics import evaluate_decoder, is_stalled
 from train.config import Stage2Config
-from train.loop import SKIPPED_FILE, Trainer, run, skipped_records
+from train.loop import SKIPPED_FILE, Trainer, TrainingData, run, skipped_records
 
 Batch = dict[str, torch.Tensor]
 
@@ -64,13 +65,10 @@ def cached(
         data,
         config.model,
         lambda: frozen,
-        c.batch_size,
-        c.shard_size,
-        accelerator.process_index,
-        accelerator.num_processes,
-        accelerator.wait_for_everyone,
-        config.decoder.alignment,
-        config.decoder.token_embeddings,
+        alignment=config.decoder.input.alignment,
+        batch_size=c.batch_size,
+        shard_size=c.shard_size,
+        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
     )
     units = sum(len(u) for u in cache.units)
     accelerator.print(
@@ -96,7 +94,7 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
         num_units=num_units,
         on_bad_record=d.on_bad_record,
         adaptor_stride=frozen.config.adaptor.stride,
-        text_questions=True,  # answers are what stage 2 learns from; a question may come as text
+        questions="speech_or_text",  # answers are what stage 2 learns from; a question may come as text
     )
     train_data = open_data(d.train)
     eval_data = open_data(d.eval) if d.eval else None
@@ -119,20 +117,15 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
 
         def hidden_batch(batch: Batch) -> Batch:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            hidden, lengths = frozen.response_hidden_states(
-                batch, config.decoder.alignment, config.decoder.token_embeddings
-            )
-            return {
-                "hidden": hidden,
-                "lengths": lengths,
-                "units": batch["units"],
-                "unit_lengths": batch["unit_lengths"],
+            hidden, tokens, lengths = answer_features(frozen, batch, config.decoder.input.alignment)
+            return {"hidden": hidden, "tokens": tokens, "lengths": lengths} | {
+                k: batch[k] for k in ("units", "unit_lengths")
             }
 
     def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
         b = hidden_batch(batch)
         need = ctc_min_frames(b["units"], b["unit_lengths"])
-        logits, frames = model(b["hidden"], b["lengths"], need)  # the wrapped forward (DDP/DeepSpeed)
+        logits, frames = model(b["hidden"], b["lengths"], b["tokens"], need)  # the wrapped forward (DDP/DeepSpeed)
         return ctc_loss(logits, frames, b["units"], b["unit_lengths"], blank=num_units)
 
     def eval_metrics(model: nn.Module) -> dict[str, float]:
@@ -142,24 +135,22 @@ def build(config: Stage2Config, accelerator: Accelerator) -> Trainer:
         return metrics | {"stalled": float(is_stalled(metrics))}
 
     set_seed(config.train.seed)  # the decoder's initial weights; the unit evaluation rebuilds them as "untrained"
-    decoder = SpeechDecoder(config.decoder, hidden_size)
-    if config.decoder.init_from:  # fine-tuning a saved decoder (e.g. converted LLaMA-Omni's): same shapes
-        decoder.load_state_dict(SpeechDecoder.from_pretrained(config.decoder.init_from).state_dict())
+    text = TextEmbeddings.from_pretrained(config.model) if config.decoder.input.fusion != "none" else None
+    decoder = SpeechDecoder(config.decoder, hidden_size, text)
+    if config.decoder.init_from:  # a TTS-pretrained decoder, or converted LLaMA-Omni's: same shapes
+        decoder.start_from(config.decoder.init_from)
     if config.train.gradient_checkpointing:
         decoder.layers.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Trainer(
         config.train,
         accelerator,
         decoder,
-        train_set,
-        collate,
-        loss_fn=loss_fn,
+        TrainingData(train_set, collate, eval_set, skipped_records(train=train_data, eval=eval_data)),
+        loss_fn,
         run_config=to_dict(config),
-        eval_data=eval_set,
         eval_metrics=eval_metrics if eval_set is not None else None,
-        frozen=[model_signature(config.model)],
+        frozen=[model_signature(p) for p in (config.model, config.decoder.init_from) if p],
         save_kwargs={"stage1_model": config.model},
-        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 

@@ -16,19 +16,20 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from omni.assets import hifigan_dir
 from omni.config import to_dict
 from omni.vocoder.data import UnitSpeechDataset, collate_unit_speech
-from omni.vocoder.hifigan import MEL_CONFIG, hifigan_asset_dir
+from omni.vocoder.hifigan import MEL_CONFIG
 from omni.vocoder.unit_to_mel import UnitToMel, unit_to_mel_loss
 from train.config import VocoderConfig
-from train.loop import Trainer, run, skipped_records
+from train.loop import Trainer, TrainingData, run, skipped_records
 
 
 def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
     num_units, d = config.model.num_units, config.data
     train_data = UnitSpeechDataset(d.train, num_units, MEL_CONFIG, d.on_bad_record)
     eval_data = UnitSpeechDataset(d.eval, num_units, MEL_CONFIG, d.on_bad_record) if d.eval else None
-    hifigan = str(Path(config.hifigan or hifigan_asset_dir() / "generator_universal.pth.tar").resolve())
+    hifigan = str(Path(config.hifigan or hifigan_dir() / "generator_universal.pth.tar").resolve())
     set_seed(config.train.seed)
     model = UnitToMel(config.model)
     model.mel_mean.copy_(train_data.mean_mel())  # what `contrast` scales around when generating
@@ -44,14 +45,11 @@ def build(config: VocoderConfig, accelerator: Accelerator) -> Trainer:
         config.train,
         accelerator,
         model,
-        train_data,
-        collate_unit_speech,
-        loss_fn=loss_fn,
+        TrainingData(train_data, collate_unit_speech, eval_data, skipped_records(train=train_data, eval=eval_data)),
+        loss_fn,
         run_config=to_dict(config),
-        eval_data=eval_data,
         frozen=[hifigan],
         save_kwargs={"hifigan": hifigan},
-        skipped=skipped_records(train=train_data, eval=eval_data),
     )
 
 

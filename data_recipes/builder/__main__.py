@@ -21,8 +21,9 @@ from pathlib import Path
 
 from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.pipeline import ShardBuild, merge
-from data_recipes.builder.store import write_atomic
 from data_recipes.builder.units import build_units_step
+from omni.atomic import write_atomic
+from omni.cli import command_parser
 from omni.config import annotate_yaml, load_config
 
 
@@ -58,7 +59,7 @@ def run_processes(args: argparse.Namespace, config: BuildConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build shards (all of them, then merge, by default)")
     merging = commands.add_parser("merge", help="merge finished shards into the records and the report")

@@ -17,7 +17,6 @@ builder's transformers backend, so concurrent clients are faster and greedy answ
 
 from __future__ import annotations
 
-import argparse
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from data_recipes.builder.llm import Conversation, LLMBackendConfig, LLMError, TransformersChat
 from omni.chat import Completion
+from omni.cli import command_parser
 
 BATCH_WAIT_S = 0.005
 """after a request arrives, how long to wait for others to share its generate call"""
@@ -188,7 +188,7 @@ def make_app(chat: TransformersChat, model_name: str, max_batch: int) -> FastAPI
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--model", required=True, help="local model directory or hub name")
     parser.add_argument("--served-model-name", help="the name clients ask for (default: --model)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -197,6 +197,8 @@ class BuildConfig:
     """the speech of the instructions: varied voices and rates"""
     answer_tts: TTSConfig = field(default_factory=lambda: TTSConfig(voices=["en-us"], rates=[165]))
     """the speech of the answers: one consistent voice"""
+    speak_instructions: bool = True
+    """false = no instruction speech (answers-only sets: text for TTS pretraining, extra answers asked as text)"""
     speak_answers: bool = True
     """false = no answer speech (stage-1-only data)"""
     tts_workers: int = 2
@@ -209,3 +211,4 @@ class BuildConfig:
     def __post_init__(self) -> None:
         check_positive(self, "tts_workers")
         check(not self.units.enabled or self.speak_answers, "units.enabled", "needs speak_answers: true")
+        check(self.speak_instructions or self.speak_answers, "speak_instructions", "false needs speak_answers: true")

@@ -34,7 +34,6 @@ Records: id (<split_name>-<index>), audio (wavs/<id>.wav, relative), instruction
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -49,10 +48,10 @@ import pyarrow.parquet as pq
 import soundfile
 from tqdm.auto import tqdm
 
-from data_recipes.builder.store import write_atomic
 from data_recipes.builder.tts import write_wav
+from omni.atomic import atomic_path, write_atomic
 from omni.audio import AudioError
-from omni.cli import run_command
+from omni.cli import command_parser, run_command
 
 COSYVOICE_NOTE = (
     "InstructS2S's `unit` fields (CosyVoice2 tokens, vocabulary 6561) were dropped, never used as K=1000 units: "
@@ -323,9 +322,7 @@ def _skip(entries: list[dict], record_id: str, skip: _Skip) -> None:
 @contextlib.contextmanager
 def _records(out: Path) -> Iterator[Callable[[dict, dict], None]]:
     """A writer of records, counted into the report; records.jsonl appears whole, when the import is done."""
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / "records.jsonl.partial"
-    with partial.open("w") as file:
+    with atomic_path(out / "records.jsonl") as partial, partial.open("w") as file:
 
         def write(record: dict, report: dict) -> None:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -333,7 +330,6 @@ def _records(out: Path) -> Iterator[Callable[[dict, dict], None]]:
             report["duration_s"] += record["duration"]
 
         yield write
-    os.replace(partial, out / "records.jsonl")
 
 
 def _finish(report: dict, out: Path) -> dict:
@@ -345,7 +341,7 @@ def _finish(report: dict, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Import a public spoken-instruction set into omni's records.")
+    parser = command_parser("Import a public spoken-instruction set into omni's records.")
     sets = parser.add_subparsers(dest="set", required=True)
     instructs2s = sets.add_parser("instructs2s", help="InstructS2S-200K: a JSON array and its wavs")
     instructs2s.add_argument("--json", type=Path, required=True, help="instruct_en_200k_data_cosy2.json")

@@ -34,8 +34,9 @@ from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.llm import ChatBackend, LLMError, make_backend
 from data_recipes.builder.source import Dropped, SourceRecord, load_source
 from data_recipes.builder.speakable import speakable
-from data_recipes.builder.store import StepLog, write_atomic
+from data_recipes.builder.store import StepLog
 from data_recipes.builder.tts import TTSConfig, TTSError, make_tts, pick_voice
+from omni.atomic import write_atomic
 
 WORK = "work"
 DONE_FILE = "done.json"
@@ -140,7 +141,8 @@ class ShardBuild:
             alive += asked
             turn += 1
         alive = sorted(alive, key=lambda r: (r.index, turn_of(r)))
-        alive = self._speech_step("speech", alive, c.instruction_tts, INSTRUCTION_WAVS, self.spoken_instruction)
+        if c.speak_instructions:
+            alive = self._speech_step("speech", alive, c.instruction_tts, INSTRUCTION_WAVS, self.spoken_instruction)
         if c.speak_answers:
             self._speech_step("answer_speech", alive, c.answer_tts, ANSWER_WAVS, self.answer_text)
         summary = {"records": len(self.records), "timings_s": self.timings}
@@ -367,30 +369,29 @@ def _assemble(
             return {}, ("dialogue", "an earlier turn of its dialogue was dropped")
         history = earlier.pop("history", [])
         history += [
-            {"role": "user", "text": earlier["instruction"], "audio": earlier["audio"]},
+            {"role": "user", "text": earlier["instruction"]}
+            | ({"audio": earlier["audio"]} if "audio" in earlier else {}),
             {"role": "assistant", "text": earlier["response"]},
         ]
     steps = [s for s in STEPS if s != "follow_up"]
     steps = [s for s in steps if s != "rewrite" or (config.rewrite.enabled and not history)]
     steps = [s for s in steps if s != "answer" or not record.fields.get("response")]
     steps = [s for s in steps if s != "answer_speech" or config.speak_answers]
+    steps = [s for s in steps if s != "speech" or config.speak_instructions]
     for step in steps:
         entry = entries[step].get(record.id)
         if entry is None:
             return {}, (step, "not built (rerun the build)")
         if "skip" in entry:
             return {}, (step, entry["skip"])
-    speech = entries["speech"][record.id]
+    speech = entries["speech"][record.id] if config.speak_instructions else {}
     rewrite = entries["rewrite"].get(record.id) if config.rewrite.enabled and not history else None
     response = record.fields.get("response") or entries["answer"][record.id]["text"]
-    built = {
-        "id": record.id,
-        "audio": speech["audio"],
-        "instruction": rewrite["text"] if rewrite else record.instruction,
-    }
+    built = {"id": record.id} | ({"audio": speech["audio"]} if speech else {})
+    built["instruction"] = rewrite["text"] if rewrite else record.instruction
     if rewrite:
         built["written_instruction"] = record.instruction
-    built |= {"response": response, "duration": speech["duration"]}
+    built |= {"response": response} | ({"duration": speech["duration"]} if speech else {})
     built |= {k: speech[k] for k in ("voice", "rate") if k in speech}
     if config.speak_answers:
         spoken = entries["answer_speech"][record.id]
@@ -442,7 +443,7 @@ def _report(
         for step in STEPS
         if entries[step]
     }
-    hours = {name: round(sum(r["duration"] for r in rows) / 3600, 3) for name, rows in splits.items()}
+    hours = {name: round(sum(r.get("duration", 0) for r in rows) / 3600, 3) for name, rows in splits.items()}
     return {
         "source": config.source.path,
         "llm": {"backend": config.llm.backend, "model": config.llm.model, "base_url": config.llm.base_url},

@@ -42,10 +42,3 @@ class StepLog:
             f.flush()
             os.fsync(f.fileno())
             self.entries[entry["id"]] = entry
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file under a temporary name, then rename it into place."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -11,7 +11,6 @@ the command and http backends plug in CosyVoice or any other engine without code
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import io
 import os
@@ -20,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -28,6 +26,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 import soundfile
 
+from omni.atomic import atomic_path, clear_partials
 from omni.audio import SAMPLE_RATE, AudioError, to_mono_16k
 from omni.config import ConfigError, check, check_positive
 
@@ -143,14 +142,9 @@ def write_wav(audio: np.ndarray, sample_rate: int, out: Path) -> float:
     if not np.any(audio):
         raise AudioError(f"{out}: audio is silent")
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):  # a killed run's (one writer per record)
-        stale.unlink(missing_ok=True)
-    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")  # not *.wav: globs never see it
-    try:
+    clear_partials(out.parent, out.name)  # a killed run's (one writer per record)
+    with atomic_path(out, unique=True) as partial:  # hidden, not *.wav: globs never see it
         soundfile.write(partial, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     return len(audio) / SAMPLE_RATE
 
 

@@ -8,27 +8,15 @@ model) quantised by k-means into target units for stage 2.
 
 The answers' speech (one voice) is encoded; k-means is fitted on training frames only, unless a codebook is
 given; every answer becomes a deduplicated unit sequence, with each unit's duration in feature frames (what
-the vocoder learns to predict). The defaults are the demo's, chosen on its answers:
+the vocoder learns to predict). With a given codebook the answers are quantised as they are encoded, so a set
+of any size never holds all its features in memory.
 
-Layer 2 by default: it keeps the sound (the demo's vocoder speaks its units within the TTS ceiling).
-Deeper layers give fewer units, more like phones, which the speech decoder predicts better (layer 6:
-27 units per second against 43; spoken from the data's states 0.72 against 0.84 WER), but the same
-vocoder speaks them worse (0.41 against 0.13), and a word's units there depend a little on the words
-after it (answers that start with the same three words disagree on 10-15% of their first units at
-layers 5-6, 2% at layer 2). `--pool N` averages each N frames first (50 / N frames per second: the
-vocoder's `unit_rate`); pairs of layer-2 frames sit between (0.80 spoken, 0.24 resynthesis). Features are
-standardised before k-means (`--no-standardise` turns it off): raw layer-2 distances are ruled by a
-few wide dimensions, and their units barely tell one sound from another (per-unit mean mels are 1.86
-log-mel off the real ones, against 0.70 standardised; a unit-to-mel model trained on raw units was
-unintelligible).
-
-K=500 by default: more units carry more of the sound. Speaking 12 held-out answers from each unit's
-mean mel alone, Whisper base mishears 84% / 68% / 52% of the words at K = 100 / 200 / 500, and the
-trained vocoder's WER falls from 0.318 to 0.266 at K=500 (ceiling 0.163). The stage-2 decoder needs its
-full 1,000 steps for them: at equal steps the end-to-end answer is as intelligible as at K=100 and its
-first chunk comes sooner (535 against 626 ms at Omega 10).
-K=1000 (the reference's) says more still (lookup 31%), but the same vocoder recipe speaks it worse
-(0.292), so K=500 stays.
+The defaults are the demo's, chosen on its answers end to end (docs/results.md, "Units the decoder can say"):
+layer 2 keeps the sound, so the vocoder speaks its units near the TTS ceiling, where deeper layers give fewer,
+more phone-like units that the decoder predicts more easily but the vocoder speaks worse; `--pool N` averages
+each N frames first (50 / N frames per second: the vocoder's `unit_rate`). Features are standardised before
+k-means (`--no-standardise` turns it off): raw layer-2 distances are ruled by a few wide dimensions. K=500: more
+units carry more of the sound, and K=1000 is spoken worse by the same vocoder recipe.
 
 Writes `codebook.safetensors`, `train.jsonl` and `heldout.jsonl` (the demo records plus `units` and
 `unit_durations`) and `report.json` (frames and units per second, codebook use, quantisation error,
@@ -38,11 +26,11 @@ for each, to choose K. A rerun with the same settings does nothing.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,7 +38,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from omni.atomic import write_atomic
 from omni.audio import load_audio
+from omni.cli import command_parser
 from omni.config import EncoderConfig
 from omni.data import relocated
 from omni.encoder import SpeechEncoder
@@ -74,25 +64,30 @@ def read_manifest(path: Path) -> list[dict]:
 
 def encode_all(
     features: WhisperFeatures | HubertFeatures, paths: list[Path], batch_size: int, desc: str
-) -> list[torch.Tensor]:
-    """Features of every clip, batched by length so little is padding."""
-    order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
-    out: list[torch.Tensor | None] = [None] * len(paths)
+) -> Iterator[torch.Tensor]:
+    """Features of every clip, in the given order, batched by length (within windows of 64 batches) so little is
+    padding; only a window's features are held at a time."""
+    window = batch_size * 64
     with tqdm(total=len(paths), desc=desc) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for i, f in zip(chunk, features([load_audio(paths[i]) for i in chunk]), strict=True):
-                out[i] = f
-            bar.update(len(chunk))
-    return out
+        for first in range(0, len(paths), window):
+            part = list(range(first, min(first + window, len(paths))))
+            order = sorted(part, key=lambda i: os.path.getsize(paths[i]))
+            out: dict[int, torch.Tensor] = {}
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out |= dict(zip(chunk, features([load_audio(paths[i]) for i in chunk]), strict=True))
+                bar.update(len(chunk))
+            yield from (out[i] for i in part)
 
 
 def quantise(
-    codebook: Codebook, features: list[torch.Tensor], frame_rate: float
+    codebook: Codebook, features: Iterable[torch.Tensor], frame_rate: float
 ) -> tuple[list[tuple[list[int], list[int]]], dict]:
     """Deduplicated units per clip with their durations in frames, and how the codebook fits these frames."""
     all_units, all_runs, raw, used, error = [], [], 0, set(), 0.0
+    records = 0
     for feats in features:
+        records += 1
         ids = codebook.assign(feats)
         all_runs.append(runs(ids.tolist()))
         all_units.append(all_runs[-1][0])
@@ -101,7 +96,7 @@ def quantise(
         error += (codebook.standardise(feats) - codebook.centroids[ids]).pow(2).sum().item()
     merged = sum(len(u) for u in all_units)
     stats = {
-        "records": len(features),
+        "records": records,
         "frames": raw,
         "units": merged,
         "units_per_second": round(merged / (raw / frame_rate), 2) if raw else 0.0,
@@ -110,6 +105,15 @@ def quantise(
         "mean_squared_error": round(error / raw, 4) if raw else 0.0,  # in the codebook's (standardised) space
     }
     return all_runs, stats
+
+
+def write_split(out: Path, data: Path, split: str, records: list[dict], unit_runs: list) -> None:
+    """`split`.jsonl in `out`: the records, their files relocated, with their units and durations."""
+    lines = [
+        json.dumps(relocated(record, data, out) | {"units": units, "unit_durations": durations})
+        for record, (units, durations) in zip(records, unit_runs, strict=True)
+    ]
+    write_atomic(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
 
 
 def manifests_signature(data: Path) -> str:
@@ -161,37 +165,45 @@ def build_units(
         extractor = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), layer, pool)
     frame_rate = FRAME_RATE / pool
     records = {split: read_manifest(data / f"{split}.jsonl") for split in SPLITS}
-    encoded = {
-        split: encode_all(extractor, [data / r["response_audio"] for r in rs], batch_size, f"features {split}")
-        for split, rs in records.items()
-    }
-    encode_s = time.perf_counter() - began
-
-    start = time.perf_counter()
-    frames = torch.cat(encoded["train"]).numpy()
-    rng = np.random.default_rng(0)
-    sample = frames[rng.choice(len(frames), min(max_frames, len(frames)), replace=False)]
-    codebook = Codebook.load(codebook_path) if codebook_path else Codebook.fit(sample, size, standardise=standardise)
-    fit_s = time.perf_counter() - start
-
     out.mkdir(parents=True, exist_ok=True)
+    stats: dict[str, dict] = {}
+    if codebook_path:  # quantised as they are encoded: a large set's features never all sit in memory
+        codebook = Codebook.load(codebook_path)
+        sample, fit_s = [], 0.0
+        for split, rs in records.items():
+            paths = [data / r["response_audio"] for r in rs]
+            unit_runs, stats[split] = quantise(
+                codebook, encode_all(extractor, paths, batch_size, f"units {split}"), frame_rate
+            )
+            write_split(out, data, split, rs, unit_runs)
+        encode_s = time.perf_counter() - began
+    else:
+        encoded = {
+            split: list(
+                encode_all(extractor, [data / r["response_audio"] for r in rs], batch_size, f"features {split}")
+            )
+            for split, rs in records.items()
+        }
+        encode_s = time.perf_counter() - began
+        start = time.perf_counter()
+        frames = torch.cat(encoded["train"]).numpy()
+        rng = np.random.default_rng(0)
+        sample = frames[rng.choice(len(frames), min(max_frames, len(frames)), replace=False)]
+        codebook = Codebook.fit(sample, size, standardise=standardise)
+        fit_s = time.perf_counter() - start
+        for split, rs in records.items():
+            unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
+            write_split(out, data, split, rs, unit_runs)
     codebook.save(out / CODEBOOK_FILE)
-    stats = {}
-    for split, rs in records.items():
-        unit_runs, stats[split] = quantise(codebook, encoded[split], frame_rate)
-        lines = []
-        for record, (units, durations) in zip(rs, unit_runs, strict=True):
-            lines.append(json.dumps(relocated(record, data, out) | {"units": units, "unit_durations": durations}))
-        (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
     other_sizes = {
         str(k): quantise(Codebook.fit(sample, k, standardise=standardise), encoded["heldout"], frame_rate)[1]
         for k in compare
-        if k != size
+        if k != size and len(sample)
     }  # held-out figures of other codebook sizes, fitted on the same training frames
     report = {
         "settings": settings,
         "frames_per_second": frame_rate,  # the unit vocoder's unit_rate
-        "kmeans_frames": len(sample),
+        "kmeans_frames": len(sample),  # 0 with a given codebook
         "splits": stats,
         "compare_k_heldout": other_sizes,
         "timings": {"features_s": round(encode_s, 1), "kmeans_s": round(fit_s, 1)},
@@ -219,7 +231,7 @@ def build_units_step(config: BuildConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/demo"), help="folder of train.jsonl/heldout.jsonl")
     parser.add_argument("--encoder", default=".cache/assets/whisper_base.pt", help="Whisper checkpoint or name")
     parser.add_argument("--features", choices=["whisper", "hubert"], default="whisper", help="the feature model kind")

@@ -19,11 +19,13 @@ evaluation has enough second turns. The JSONL written here is the source of the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from omni.atomic import write_atomic
+from omni.cli import command_parser
 
 NUMBERS = [
     "zero",
@@ -539,10 +541,7 @@ def build_instructions(seed: int = 0) -> list[Instruction]:
 
 def _write_rows(out: Path, rows: list[dict]) -> int:
     """The rows as JSON lines into `out`, all at once (a partial file renamed into place)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    partial.replace(out)
+    write_atomic(out, "".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
 
 
@@ -572,7 +571,7 @@ def write_samples_source(out: Path, samples: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("data/demo/instructions.jsonl"))
     parser.add_argument("--max-train", type=int, default=None, help="training instructions kept (default all)")
     parser.add_argument("--max-heldout", type=int, default=200, help="held-out instructions kept")

@@ -10,9 +10,7 @@ Split uploads (`model.bin.part1`, `.part2`, ...) are read as one stream, never j
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
 import re
 import struct
 from collections.abc import Sequence
@@ -21,6 +19,9 @@ from pathlib import Path
 
 import torch
 from whisper.model import AudioEncoder, ModelDimensions, TextDecoder
+
+from omni.atomic import atomic_path
+from omni.cli import command_parser
 
 BINARY_VERSIONS = range(4, 7)  # 4 introduced the dtype-id + byte-count layout read here; 6 is current
 DTYPES = {0: torch.float32, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.float16, 5: torch.bfloat16}
@@ -269,19 +270,13 @@ def whisper_checkpoint(model: ModelBin) -> dict:
 def convert(model_bin: Path | Sequence[Path], out: Path) -> Path:
     """Write the openai-whisper checkpoint of a model.bin (or its parts, in order) to `out`, atomically."""
     checkpoint = whisper_checkpoint(read_model_bin(model_bin))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")  # same directory: the rename is atomic
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    with atomic_path(out) as partial:
+        torch.save(checkpoint, partial)
+    return Path(out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(__doc__.split("\n\n")[0])
     parser.add_argument("model_bin", nargs="+", type=Path, help="model.bin, or its parts in order")
     parser.add_argument("-o", "--output", type=Path, required=True, help="openai-whisper checkpoint (.pt)")
     args = parser.parse_args(argv)

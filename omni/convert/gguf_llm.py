@@ -10,10 +10,7 @@ about a second, like any Hugging Face checkpoint, for training and LoRA.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +23,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from omni.atomic import atomic_path
+from omni.cli import command_parser
 
 CHATML_END_OF_TURN = "<|im_end|>"
 
@@ -77,16 +77,11 @@ def generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, dtype: torch.dtype) -> Path:
     """Write model (safetensors), tokenizer and generation config to `out_dir`, atomically."""
     out_dir = _free(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")  # same parent: the final rename is atomic
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(out_dir) as partial:
         plain = plain_model(model, dtype)
         plain.generation_config = generation_config(model, tokenizer)
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        plain.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     return out_dir
 
 
@@ -98,7 +93,7 @@ def convert(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(__doc__.split("\n\n")[0])
     parser.add_argument("gguf", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory (must not exist)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])

@@ -52,7 +52,6 @@ reads and builds it:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -70,10 +69,12 @@ from transformers.utils import logging as hf_logging
 from whisper.model import AudioEncoder, ModelDimensions
 
 from omni.adaptor import SpeechAdaptor
+from omni.cli import command_parser
 from omni.config import (
     REFERENCE_SYSTEM_PROMPT,
     REFERENCE_USER_PROMPT,
     AdaptorConfig,
+    DecoderInputConfig,
     EncoderConfig,
     LLMConfig,
     ModelConfig,
@@ -83,7 +84,6 @@ from omni.config import (
 from omni.encoder import SpeechEncoder, load_whisper_encoder, whisper_checkpoint
 from omni.model import DTYPES, OmniModel
 from omni.speech_decoder import SpeechDecoder
-from omni.vocoder.base import load_vocoder
 
 MODEL_DIR, DECODER_DIR, VOCODER_DIR = "model", "decoder", "vocoder"  # what `convert_llama_omni` writes under --out
 ENCODER_FILE = "speech_encoder.pt"  # the shards' encoder as an openai-whisper checkpoint, when there is no file
@@ -101,7 +101,7 @@ SPEECH_KEYS = {  # config.json keys that configure the speech parts; the rest th
 RENAMES = {  # omni's module -> (omni's state-dict prefix, the release's)
     "adaptor": [("proj.0.", "model.speech_projector.linear1."), ("proj.2.", "model.speech_projector.linear2.")],
     "decoder": [
-        ("input_proj.", "speech_generator.input_proj."),
+        ("input.states_proj.", "speech_generator.input_proj."),
         ("layers.layers.", "speech_generator.layers."),
         ("output_proj.", "speech_generator.output_proj."),
     ],
@@ -166,7 +166,7 @@ def decoder_config(raw: dict, alignment: str) -> SpeechDecoderConfig:
         rope_theta=float(raw.get("rope_theta", (raw.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
         rope_scaling=scaling,
         rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-        alignment=alignment,
+        input=DecoderInputConfig(alignment=alignment),
     )
 
 
@@ -357,7 +357,10 @@ def convert_llama_omni(src: str | Path, out: str | Path, vocoder: str | Path | N
     src, out = Path(src), Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it to convert again")
-    speaker = load_vocoder(vocoder) if vocoder is not None else None  # a bad vocoder fails before the long load
+    if vocoder is not None:  # fairseq's vocoder folder checked before the long load (it loads when it speaks)
+        generators = [p for p in Path(vocoder).glob("g_*") if p.is_file()]
+        if not (Path(vocoder) / "config.json").is_file() or len(generators) != 1:
+            raise FileNotFoundError(f"{vocoder}: not fairseq's unit vocoder (expected config.json and one g_* file)")
     model, decoder = load_llama_omni(src, **load_kwargs)
     model_dir = out / MODEL_DIR
     encoder = model.config.encoder
@@ -372,7 +375,7 @@ def convert_llama_omni(src: str | Path, out: str | Path, vocoder: str | Path | N
     model.save_pretrained(model_dir)
     model.tokenizer.save_pretrained(llm_dir)
     decoder.save_pretrained(out / DECODER_DIR, stage1_model=model_dir)
-    if speaker is not None:
+    if vocoder is not None:
         (out / VOCODER_DIR).mkdir()
         for path in Path(vocoder).iterdir():
             if path.name == "config.json" or path.name.startswith("g_"):
@@ -381,7 +384,7 @@ def convert_llama_omni(src: str | Path, out: str | Path, vocoder: str | Path | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("src", type=Path, help="the released checkpoint directory (config.json, weights, tokenizer)")
     parser.add_argument("--out", type=Path, required=True, help="where model/, decoder/ (and vocoder/) are written")
     parser.add_argument("--vocoder", type=Path, help="fairseq's unit vocoder directory: g_00500000 and config.json")

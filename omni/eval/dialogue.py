@@ -13,7 +13,6 @@ dialogue_answers.jsonl (every answer, both ways).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from dataclasses import replace
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from omni.cli import command_parser
 from omni.data import SpeechInstructionDataset
 from omni.eval.text_parity import exact, rouge_l, speech_answers
 from omni.model import OmniModel
@@ -49,7 +49,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="stage-1 model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out records; those with history are used")
     parser.add_argument("--items", type=int, default=100, help="dialogue turns evaluated at most")

@@ -22,20 +22,16 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 import torch
-import whisper
 from tqdm.auto import tqdm
-from whisper.normalizers import EnglishTextNormalizer
 
 from omni.audio import SAMPLE_RATE
+from omni.cli import command_parser
 from omni.data import SpeechInstructionDataset
-from omni.generate import SpeechGenerator
-from omni.model import OmniModel
-from omni.speech_decoder import SpeechDecoder
+from omni.eval.asr import Ear, wer
+from omni.speech_generator import SpeechGenerator, load_parts
 from omni.vocoder.base import resample
-from omni.vocoder.mel_unit import MelUnitVocoder
 
 OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
 TIMED = [
@@ -78,23 +74,16 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
     }
 
 
-def summarise(rows: list[dict[str, Any]], asr: whisper.Whisper) -> dict[str, Any]:
-    normalise = EnglishTextNormalizer()
-    references, hypotheses = [], []
+def summarise(rows: list[dict[str, Any]], ear: Ear) -> dict[str, Any]:
     for row in rows:
-        heard = ""
-        if len(row["speech"]):
-            heard = asr.transcribe(row["speech"], language="en", temperature=0.0, fp16=False)["text"]
-        row["transcript"] = heard.strip()
-        references.append(normalise(row["text"]) or "-")
-        hypotheses.append(normalise(row["transcript"]))
+        row["transcript"] = ear(row["speech"])
     out: dict[str, Any] = {}
     for key in TIMED:
         values = [r[key] for r in rows]
         out[f"{key}_median"] = float(np.nanmedian(values)) if not np.isnan(values).all() else float("nan")
         out[f"{key}_p90"] = float(np.nanpercentile(values, 90)) if not np.isnan(values).all() else float("nan")
     out["runs_without_audio"] = int(sum(np.isnan(r["first_packet_ms"]) for r in rows))
-    out["asr_wer"] = jiwer.wer(references, hypotheses)
+    out["asr_wer"] = wer([r["text"] for r in rows], [r["transcript"] for r in rows])
     return out
 
 
@@ -161,7 +150,7 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--model", type=Path, default=Path("runs/stage1_demo/model"))
     parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"))
     parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"))
@@ -176,14 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     omegas = OMEGAS if args.omegas is None else [o or None for o in args.omegas]
-    model = OmniModel.from_pretrained(args.model).to(device).eval()
-    decoder = SpeechDecoder.from_pretrained(args.decoder).to(device).eval()
-    vocoder = MelUnitVocoder.from_pretrained(args.vocoder)
-    vocoder.unit_to_mel.to(device)
-    vocoder.hifigan.to(device)
+    model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, str(device))
     data = SpeechInstructionDataset(args.data, require_response=False)
     clips = [data[i].audio for i in range(min(args.items, len(data)))]
-    asr = whisper.load_model(args.whisper, device=str(device))
+    ear = Ear.load(args.whisper, device)
     generators = {
         way: SpeechGenerator(model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad)
         for way, (pad, incremental, join) in WAYS.items()
@@ -202,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for index, clip in enumerate(clips):
                     measured.append(measure(generator, clip, omega, args.max_new_tokens) | {"item": index})
                     bar.update(1)
-                summary[label][way] = summarise(measured, asr)
+                summary[label][way] = summarise(measured, ear)
                 rows += [{"omega": label, "way": way} | {k: v for k, v in r.items() if k != "speech"} for r in measured]
     env = environment(device, args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """How well the speech decoder predicts the answer's units, trained against untrained, in one run.
 
-    python -m omni.eval.speech_units --decoder runs/stage2_demo/model \
+    python -m omni.eval.speech_units --decoder runs/stage2_demo/model \\
         --data data/demo/units/heldout.jsonl --out runs/stage2_demo/eval
 
 Metrics on held-out records (`omni/unit_metrics.py`: unit error rate, blank share, length ratio, CTC
@@ -10,7 +10,6 @@ loss of the greedy CTC units), with a stalled decoder flagged. Writes `units.jso
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from omni.cli import command_parser
 from omni.config import to_dict
 from omni.speech_decoder import SpeechDecoder, stage1_model_of
 from omni.unit_metrics import evaluate_decoder, is_stalled
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     from omni.hidden_cache import collate_hidden, open_or_build
     from omni.model import OmniModel
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--decoder", type=Path, required=True, help="trained speech decoder directory")
     parser.add_argument("--model", type=Path, default=None, help="stage-1 model (default: the one it was trained on)")
     parser.add_argument("--data", type=Path, required=True, help="held-out records with units")
@@ -56,16 +56,15 @@ def main(argv: list[str] | None = None) -> dict:
     trained = SpeechDecoder.from_pretrained(args.decoder)
     model_dir = args.model or stage1_model_of(args.decoder)
     torch.manual_seed(args.seed)
-    untrained = SpeechDecoder(trained.config, trained.llm_hidden_size)
+    untrained = SpeechDecoder(trained.config, trained.llm_hidden_size, trained.input.text)
     data = SpeechInstructionDataset(args.data, num_units=trained.config.num_units)
     cached = open_or_build(
         args.out / "hidden_cache",
         data,
         model_dir,
         lambda: OmniModel.from_pretrained(model_dir).eval(),
-        args.batch_size,
-        alignment=trained.config.alignment,
-        token_embeddings=trained.config.token_embeddings,
+        alignment=trained.config.input.alignment,
+        batch_size=args.batch_size,
     )
     loader = DataLoader(cached, batch_size=args.batch_size, collate_fn=collate_hidden)
     results, rows = {}, {}

@@ -1,7 +1,7 @@
 """Does the model speak? ASR-WER of its spoken answers, held-out and training, beside resynthesis and the ceiling.
 
     python -m omni.eval.spoken_answers --out runs/spoken_answers          # the demo's runs on this machine
-    python -m omni.eval.spoken_answers --model M --decoder D --vocoder V --heldout H.jsonl --train T.jsonl \
+    python -m omni.eval.spoken_answers --model M --decoder D --vocoder V --heldout H.jsonl --train T.jsonl \\
         --items 40 --omegas 10 --out runs/spoken_answers
 
 For the first `items` spoken questions of each split the model answers (greedy) and speaks while writing,
@@ -17,35 +17,27 @@ listen/ (for the first held-out questions: the question, the spoken answers and 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 import soundfile
 import torch
-import whisper
 from tqdm.auto import tqdm
-from whisper.normalizers import EnglishTextNormalizer
 
 from omni.audio import SAMPLE_RATE, load_audio
+from omni.cli import command_parser
+from omni.config import DEMO_PARTS
 from omni.data import SpeechInstructionDataset
-from omni.generate import DEMO_PARTS, SpeechGenerator, load_parts
+from omni.eval.asr import Ear, wer
+from omni.speech_generator import SpeechGenerator, load_parts
 from omni.vocoder.base import Vocoder, resample
 
 STALLED_LENGTH_RATIO = 0.2  # fewer units per word than this share of the data's: the decoder says (almost) nothing
 BABBLE_WER = 0.8  # at or above this ASR-WER the speech carries (almost) none of the answer
 INTELLIGIBLE_WER = 0.3  # at or under this a listener follows the answer
 REFERENCE = ("resynthesis", "ceiling")  # renderings of the data's answer, scored against its text
-
-
-def heard(asr: whisper.Whisper, audio: np.ndarray) -> str:
-    """Whisper's transcript of 16 kHz audio ("" for none), deterministic."""
-    if not len(audio):
-        return ""
-    return asr.transcribe(audio, language="en", temperature=0.0, fp16=False)["text"].strip()
 
 
 def answer(
@@ -73,22 +65,19 @@ def verdict(wer: float, length_ratio: float) -> str:
     return "intelligible" if wer <= INTELLIGIBLE_WER else "partly intelligible"
 
 
-def wer(references: list[str], hypotheses: list[str]) -> float:
-    normalise = EnglishTextNormalizer()
-    return jiwer.wer([normalise(r) or "-" for r in references], [normalise(h) for h in hypotheses])
-
-
 def evaluate_split(
     generator: SpeechGenerator,
     vocoder: Vocoder,
-    asr: whisper.Whisper,
+    ear: Ear,
     manifest: Path,
     items: int,
     omegas: list[int],
     max_new_tokens: int,
     batch_size: int,
+    references: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The split's figures and one row per question (its audio kept for the listening page)."""
+    """The split's figures and one row per question (its audio kept for the listening page); `references` adds the
+    resynthesis and the ceiling (they change with the vocoder and the data, not with the decoder)."""
     data = SpeechInstructionDataset(manifest, require_response=False)
     count = min(items, len(data))
     rows = [dict(data.rows[i]) for i in range(count)]
@@ -107,14 +96,14 @@ def evaluate_split(
     ]
     has_units = all(r.get("units") for r in rows)
     has_speech = all(r.get("response_audio") for r in rows)
-    if has_units:  # the data's own units through the vocoder: the best the decoder's units could sound
+    if has_units and references:  # the data's own units through the vocoder: the best the decoder's units could sound
         renderings["resynthesis"] = [
             resample(vocoder.synthesize(r["units"])[0], vocoder.sample_rate, SAMPLE_RATE) for r in rows
         ]
-    if has_speech:
+    if has_speech and references:
         renderings["ceiling"] = [load_audio(data.audio_path(r["response_audio"])) for r in rows]
     transcripts = {
-        name: [heard(asr, audio) for audio in tqdm(audios, desc=f"{manifest.stem}: {name}", leave=False)]
+        name: [ear(audio) for audio in tqdm(audios, desc=f"{manifest.stem}: {name}", leave=False)]
         for name, audios in renderings.items()
     }
     texts = [a["text"] for a in answers]
@@ -186,7 +175,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--model", type=Path, default=DEMO_PARTS[0])
     parser.add_argument("--decoder", type=Path, default=DEMO_PARTS[1])
     parser.add_argument("--vocoder", type=Path, default=DEMO_PARTS[2])
@@ -196,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--items", type=int, default=40, help="questions per split")
     parser.add_argument("--omegas", type=int, nargs="+", default=[10], help="streamed chunk sizes")
     parser.add_argument("--listen", type=int, default=10, help="held-out questions on the listening page")
+    parser.add_argument(
+        "--no-references", dest="references", action="store_false", help="skip resynthesis and ceiling (decoders alone)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -205,18 +197,26 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--omegas are streamed chunk sizes (> 0); offline is always measured, got {args.omegas}")
     model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, args.device)
     generator = SpeechGenerator(model, decoder, vocoder)
-    asr = whisper.load_model(args.whisper, device=args.device)
+    ear = Ear.load(args.whisper, args.device)
     splits = {"held-out": args.heldout} | ({"training": Path(args.train)} if args.train else {})
     report: dict[str, Any] = {
         "items": args.items,
         "whisper": Path(args.whisper).stem,
-        "renderings": [f"omega_{o}" for o in args.omegas] + ["offline", "resynthesis", "ceiling"],
+        "renderings": [f"omega_{o}" for o in args.omegas] + ["offline"] + (list(REFERENCE) if args.references else []),
         "splits": {},
     }
     examples: dict[str, list[dict[str, Any]]] = {}
     for split, manifest in splits.items():
         report["splits"][split], rows = evaluate_split(
-            generator, vocoder, asr, manifest, args.items, args.omegas, args.max_new_tokens, args.batch_size
+            generator,
+            vocoder,
+            ear,
+            manifest,
+            args.items,
+            args.omegas,
+            args.max_new_tokens,
+            args.batch_size,
+            args.references,
         )
         examples[split] = rows
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Stage-1 evaluation: does the model answer the spoken instruction as it answers the text?
 
-    python -m omni.eval.text_parity --model runs/stage1_demo/model --data data/demo/heldout.jsonl \
+    python -m omni.eval.text_parity --model runs/stage1_demo/model --data data/demo/heldout.jsonl \\
         --out runs/stage1_demo/eval --limit 100 --cascade
 
 For each held-out item the model answers the speech, and its LLM answers the instruction text with
@@ -19,9 +19,7 @@ Writes parity.json, parity.md and examples.jsonl.
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,18 +30,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from omni.chat import chat_answers
+from omni.cli import command_parser
 from omni.data import Example, SpeechCollator, SpeechInstructionDataset
 from omni.encoder import whisper_checkpoint
+from omni.eval.asr import Ear, wer, words
 from omni.model import OmniModel, load_model_config
 
 
-def normalize(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over normalized words (longest common subsequence)."""
-    a, b = normalize(candidate), normalize(reference)
+    """ROUGE-L F1 over normalised words (longest common subsequence)."""
+    a, b = words(candidate), words(reference)
     if not a or not b:
         return 0.0  # an empty answer matches nothing
     previous = [0] * (len(b) + 1)
@@ -60,8 +56,8 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 
 def exact(candidate: str, reference: str) -> bool:
-    words = normalize(candidate)
-    return bool(words) and words == normalize(reference)
+    said = words(candidate)
+    return bool(said) and said == words(reference)
 
 
 @torch.no_grad()
@@ -138,8 +134,6 @@ def cascade(
     """The LLM before stage 1 (`model`'s, untrained) answering what an ASR heard: a speech LLM hearing
     through the same encoder is unlikely to beat it, so it tells how much of the gap to parity is hearing.
     `base_text`: that LLM's answers to the typed instructions, if already made."""
-    import jiwer
-
     heard = [t.strip() for t in transcribe(examples)]
     answers = text_answers(model, heard, system, batch_size, max_new_tokens)
     instructions = [e.instruction for e in examples]
@@ -160,23 +154,16 @@ def cascade(
     metrics["transcript_exact"] = statistics.fmean(
         exact(h, e.instruction) for h, e in zip(heard, examples, strict=True)
     )
-    metrics["transcript_wer"] = jiwer.wer(
-        [" ".join(normalize(e.instruction)) for e in examples], [" ".join(normalize(h)) for h in heard]
-    )
+    metrics["transcript_wer"] = wer([e.instruction for e in examples], heard)
     return metrics, rows
 
 
 def whisper_transcriber(checkpoint: str | Path, device: torch.device) -> Callable[[list[Example]], list[str]]:
     """openai-whisper's own greedy English decoding of each clip, with the full model (decoder included)."""
-    import whisper
-
-    asr = whisper.load_model(str(checkpoint), device=device)
+    ear = Ear.load(checkpoint, device)
 
     def transcribe(examples: list[Example]) -> list[str]:
-        return [
-            asr.transcribe(e.audio, language="en", temperature=0.0, fp16=device.type == "cuda")["text"]
-            for e in tqdm(examples, desc="whisper transcripts")
-        ]
+        return [ear(e.audio) for e in tqdm(examples, desc="whisper transcripts")]
 
     return transcribe
 
@@ -210,7 +197,7 @@ def text_system_prompt(data_path: Path, given: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="a trained model directory (train.output_dir/model)")
     parser.add_argument("--data", type=Path, required=True, help="held-out manifest with instruction and response")
     parser.add_argument("--out", type=Path, required=True)

@@ -1,6 +1,6 @@
 """Can the unit vocoder be understood? Resynthesis WER against the TTS ceiling, whole and streamed.
 
-    python -m omni.eval.vocoder --vocoder runs/vocoder_demo/model --data data/demo/units/heldout.jsonl \
+    python -m omni.eval.vocoder --vocoder runs/vocoder_demo/model --data data/demo/units/heldout.jsonl \\
         --whisper .cache/assets/whisper_base.pt --out runs/vocoder_demo/eval
 
 Held-out answers are spoken again from their reference units and transcribed by a real Whisper model;
@@ -15,20 +15,18 @@ a few wavs and a spectrogram PNG of one original against its resynthesis.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import soundfile
 import torch
-import whisper
 from tqdm.auto import tqdm
-from whisper.normalizers import EnglishTextNormalizer
 
 from omni.audio import SAMPLE_RATE, load_audio
+from omni.cli import command_parser
+from omni.eval.asr import Ear, wer
 from omni.vocoder.base import Vocoder, resample
 from omni.vocoder.data import UnitSpeechDataset
 from omni.vocoder.hifigan import MEL_CONFIG
@@ -75,13 +73,12 @@ def spectrogram_png(original: np.ndarray, resynthesis: np.ndarray, path: Path, t
 def evaluate(
     vocoder: Vocoder,
     data: UnitSpeechDataset,
-    asr: whisper.Whisper,
+    ear: Ear,
     out: Path,
     items: int,
     chunks: list[int],
     wavs: int = 3,
 ) -> dict:
-    normalise = EnglishTextNormalizer()
     copy = ["mel_copy"] if isinstance(vocoder, MelUnitVocoder) else []
     names = ["original", *copy, *(name for name, _, _ in conditions(chunks))]
     hypotheses: dict[str, list[str]] = {name: [] for name in names}
@@ -104,9 +101,9 @@ def evaluate(
                 distances[name].append(mel_distance(audio[name], audio["resynthesis"]))
         texts = {}
         for name in names:
-            texts[name] = asr.transcribe(audio[name], language="en", temperature=0.0, fp16=False)["text"].strip()
-            hypotheses[name].append(normalise(texts[name]))
-        references.append(normalise(row["response"]))
+            texts[name] = ear(audio[name])
+            hypotheses[name].append(texts[name])
+        references.append(row["response"])
         rows.append({"id": row.get("id"), "response": row["response"], "units": len(row["units"])} | texts)
         if index < wavs:
             for name, clip in audio.items():
@@ -115,7 +112,7 @@ def evaluate(
             spectrogram_png(audio["original"], audio["resynthesis"], out / "spectrogram.png", str(row.get("id")))
     results = {
         name: {
-            "wer": jiwer.wer(references, hypotheses[name]),
+            "wer": wer(references, hypotheses[name]),
             **({"mel_distance_to_whole": float(np.mean(distances[name]))} if name in distances else {}),
             **({"real_time_factor": seconds[name] / total_audio} if name in seconds else {}),
         }
@@ -144,7 +141,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--vocoder", type=Path, required=True, help="trained unit-to-mel directory")
     parser.add_argument("--hifigan", type=Path, default=None, help="mel vocoder (default: the one it was trained for)")
     parser.add_argument("--data", type=Path, required=True, help="held-out records with units and response_audio")
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     unanswered = [i + 1 for i, row in enumerate(data.rows) if not row.get("response")]
     if unanswered:
         raise ValueError(f"{args.data}, lines {unanswered[:5]}: field 'response' missing (the text the WER is against)")
-    asr = whisper.load_model(args.whisper, device="cpu")
+    ear = Ear.load(args.whisper, "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     contrast = vocoder.unit_to_mel.config.contrast
     report = {
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "asr": Path(args.whisper).name,
         "data": str(args.data),
     }
-    report |= evaluate(vocoder, data, asr, args.out, args.items, args.chunks)
+    report |= evaluate(vocoder, data, ear, args.out, args.items, args.chunks)
     (args.out / "vocoder.json").write_text(json.dumps(report, indent=2))
     (args.out / "vocoder.md").write_text(markdown(report))
     print(markdown(report))

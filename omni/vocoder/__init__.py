@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-# Re-exported lazily, so that importing one submodule (say `omni.vocoder.mel` from `omni.config`) imports no other.
+# Re-exported lazily, so that importing one submodule (say `omni.vocoder.mel`) imports no other.
 _EXPORTS = {
     "CODE_SAMPLE_RATE": "code_hifigan",
     "CodeHifiGanVocoder": "code_hifigan",

@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from omni.audio import SAMPLE_RATE, load_audio
-from omni.data import DataError, OnBadRecord, Problem, bad_records_report
-from omni.units import UnitError, check_units
+from omni.data import DataError, OnBadRecord, Problem, bad_records_report, units_problem
 from omni.vocoder.mel import MelConfig, log_mel
 from omni.vocoder.unit_to_mel import LOG_MEL_FLOOR
 
@@ -46,14 +45,14 @@ class UnitSpeechDataset(Dataset):
             for number, line in lines:
                 try:
                     self.rows.append(self._checked(line, num_units, manifest.parent))
-                except (ValueError, UnitError) as err:
+                except ValueError as err:
                     problems.append(Problem(f"{manifest}, line {number}", getattr(err, "field", None), str(err)))
         if problems and (on_bad_record == "error" or not self.rows):
             raise DataError(bad_records_report(self.path, problems, total, skipping=on_bad_record == "skip"))
         self.skipped = [{"where": p.where, "field": p.field, "reason": p.reason} for p in problems]
 
     def _checked(self, line: str, num_units: int, folder: Path) -> dict[str, Any]:
-        """One record, its answer audio path made absolute; a ValueError or UnitError says what is wrong."""
+        """One record, its answer audio path made absolute; a ValueError says what is wrong."""
         row = json.loads(line)
         if not isinstance(row, dict):
             raise ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -62,10 +61,8 @@ class UnitSpeechDataset(Dataset):
                 raise _FieldError(field, "missing (build units with make units)")
         if len(row["units"]) != len(row["unit_durations"]) or min(row["unit_durations"]) < 1:
             raise _FieldError("unit_durations", "expected one positive duration per unit")
-        try:
-            check_units(row["units"], num_units, "units")
-        except UnitError as err:
-            raise _FieldError("units", str(err).removeprefix("units: ")) from None
+        if reason := units_problem(row["units"], num_units):
+            raise _FieldError("units", reason)
         audio = Path(row["response_audio"])
         audio = audio if audio.is_absolute() else folder / audio
         if not audio.is_file():

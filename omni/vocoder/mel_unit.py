@@ -1,8 +1,8 @@
 """The demo's unit vocoder: units -> log-mel (`UnitToMel`, trained here) -> a pretrained HiFi-GAN's waveform.
 
 It speaks at the mel vocoder's rate, `MEL_CONFIG.sample_rate` (22.05 kHz). A trained unit-to-mel directory
-names the HiFi-GAN checkpoint it was trained for (`omni.vocoder.unit_to_mel.hifigan_reference`); without one,
-the real universal generator from `make assets` is used.
+names the HiFi-GAN checkpoint it was trained for (`omni.vocoder.unit_to_mel.hifigan_reference`; the demo's recipe
+trains for the real universal generator of `make assets`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omni.vocoder.hifigan import MEL_CONFIG, HifiGanGenerator, hifigan_asset_dir, load_hifigan
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanGenerator, load_hifigan
 from omni.vocoder.mel import MelConfig
 from omni.vocoder.unit_to_mel import UnitToMel, hifigan_reference
 
@@ -31,7 +31,9 @@ class MelUnitVocoder:
         cls, directory: str | Path, hifigan: str | Path | None = None, contrast: float | None = None
     ) -> MelUnitVocoder:
         """`hifigan` overrides the generator the model names; `contrast` the one it was saved with (`UnitToMel`)."""
-        hifigan = hifigan or hifigan_reference(directory) or hifigan_asset_dir() / "generator_universal.pth.tar"
+        hifigan = hifigan or hifigan_reference(directory)
+        if hifigan is None:
+            raise FileNotFoundError(f"{directory}: names no HiFi-GAN checkpoint (hifigan.txt); give one (hifigan=...)")
         return cls(UnitToMel.from_pretrained(directory, contrast), load_hifigan(hifigan))
 
     @torch.no_grad()

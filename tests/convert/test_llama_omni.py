@@ -24,10 +24,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from omni.config import REFERENCE_SYSTEM_PROMPT, REFERENCE_USER_PROMPT
 from omni.convert.llama_omni import convert_llama_omni, load_llama_omni
 from omni.data import Example, SpeechCollator
-from omni.generate import SpeechGenerator
 from omni.generate import main as generate_main
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder, ctc_greedy
+from omni.speech_generator import SpeechGenerator
 from omni.tiny import tiny_code_hifigan, tiny_llama_omni
 from omni.vocoder.base import load_vocoder
 from tests.conftest import ROOT, noise
@@ -184,7 +184,7 @@ def test_loaded_as_released(loaded, release):
         4,
         128,
     )
-    assert (d.rope_theta, d.rope_scaling["rope_type"], d.rms_norm_eps, d.alignment) == (
+    assert (d.rope_theta, d.rope_scaling["rope_type"], d.rms_norm_eps, d.input.alignment) == (
         500000.0,
         "llama3",
         0.05,

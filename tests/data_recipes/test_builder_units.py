@@ -101,7 +101,7 @@ def test_answers_only_set_with_no_heldout_records(demo_dir, tiny_dir):
         "mean_squared_error": 0.0,
     }
     assert (out / "heldout.jsonl").read_text() == ""
-    train = SpeechInstructionDataset(out / "train.jsonl", num_units=4, text_questions=True)
+    train = SpeechInstructionDataset(out / "train.jsonl", num_units=4, questions="speech_or_text")
     assert len(train) == 6 and all(train[i].units for i in range(6))
     assert "audio" not in json.loads((out / "train.jsonl").read_text().splitlines()[0])
 
@@ -136,3 +136,34 @@ def test_the_builders_units_step_passes_its_settings(demo_dir, tiny_dir):
     given = UnitsConfig(enabled=True, model=encoder, layer=1, codebook=str(demo_dir / "units" / "codebook.safetensors"))
     again = build_units_step(BuildConfig(out=str(demo_dir), units=given))
     assert again["settings"]["codebook_sha1"] and again["frames_per_second"] == 50
+
+
+def test_a_tts_set_is_text_spoken_and_made_into_units_with_a_given_codebook(demo_dir, tiny_dir, tmp_path):
+    """No LLM, no question: each text row is the answer, spoken in the answer voice, its units from the demo's
+    codebook, quantised as they are encoded."""
+    from data_recipes.builder.__main__ import main as build
+    from omni.audio import load_audio
+    from omni.config import EncoderConfig
+    from omni.encoder import SpeechEncoder
+    from omni.units import WhisperFeatures, runs
+
+    encoder = str(tiny_dir / "whisper_tiny.pt")
+    build_units(demo_dir, encoder, layer=1, size=4, out=demo_dir / "units")
+    texts = ["A cat is a small animal.", "To run means to move fast.", "The sky is blue today."]
+    source = tmp_path / "text.jsonl"
+    source.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "tts"
+    overrides = [f"out={out}", f"source.path={source}", f"units.model={encoder}", "units.layer=1"]
+    build(["build", "--config", "data_recipes/configs/tts_demo.yaml", *overrides,
+           f"units.codebook={demo_dir / 'units' / 'codebook.safetensors'}"])  # fmt: skip
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in records] == texts and not any("audio" in r for r in records)
+    data = SpeechInstructionDataset(out / "units" / "train.jsonl", num_units=4, questions="none")
+    assert len(data) == 3 and all(data[i].units and data[i].audio is None for i in range(3))
+    report = json.loads((out / "units" / "report.json").read_text())
+    assert report["kmeans_frames"] == 0 and report["splits"]["train"]["records"] == 3
+    codebook = Codebook.load(demo_dir / "units" / "codebook.safetensors")
+    features = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), 1)
+    first = json.loads((out / "units" / "train.jsonl").read_text().splitlines()[0])
+    alone = features([load_audio(out / records[0]["response_audio"])])[0]
+    assert runs(codebook.assign(alone).tolist()) == (first["units"], first["unit_durations"])

@@ -58,9 +58,9 @@ def test_trainer_holds_the_decoder_alone(stage1_dir, toy_dir, tmp_path):
     assert optimized == sum(p.numel() for p in params)
 
 
-@pytest.mark.parametrize("token_embeddings", [False, True])
-def test_cache_and_recompute_train_the_same(stage1_dir, toy_dir, tmp_path, token_embeddings):
-    common = ["train.max_steps=4", "train.eval_every=0", f"decoder.token_embeddings={str(token_embeddings).lower()}"]
+@pytest.mark.parametrize("fusion", ["none", "add", "gate"])
+def test_cache_and_recompute_train_the_same(stage1_dir, toy_dir, tmp_path, fusion):
+    common = ["train.max_steps=4", "train.eval_every=0", f"decoder.input.fusion={fusion}"]
     cached = run(stage1_dir, toy_dir, tmp_path / "cached", *common)
     recomputed = run(stage1_dir, toy_dir, tmp_path / "recomputed", *common, "cache.enabled=false")
     assert not (tmp_path / "recomputed" / "hidden_cache").exists()

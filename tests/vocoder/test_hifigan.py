@@ -18,9 +18,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from omni import assets
+from omni.assets import hifigan_dir
 from omni.tiny import TINY_CODE_HIFIGAN
 from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, load_code_hifigan
-from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator, hifigan_asset_dir, load_hifigan
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator, load_hifigan
 from omni.vocoder.mel import log_mel
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata, 16 kHz
@@ -229,7 +230,7 @@ def word_edits(a: list[str], b: list[str]) -> int:
 
 
 def test_mel_config_is_the_real_generators():
-    config = json.loads((hifigan_asset_dir() / "config.json").read_text())
+    config = json.loads((hifigan_dir() / "config.json").read_text())
     assert (config["sampling_rate"], config["n_fft"], config["hop_size"], config["win_size"]) == (
         MEL_CONFIG.sample_rate,
         MEL_CONFIG.n_fft,
@@ -241,7 +242,7 @@ def test_mel_config_is_the_real_generators():
 
 @pytest.mark.skipif(not LIBRIVOX.is_dir(), reason="needs Debian pocketsphinx-testdata (apt-get install it)")
 def test_copy_synthesis_of_real_speech_keeps_its_words():
-    vocoder = load_hifigan(hifigan_asset_dir() / "generator_universal.pth.tar")
+    vocoder = load_hifigan(hifigan_dir() / "generator_universal.pth.tar")
     audio, rate = sf.read(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930.wav", dtype="float32")
     assert rate == 16000
     mel = log_mel(torch.from_numpy(soxr.resample(audio, rate, MEL_CONFIG.sample_rate)), MEL_CONFIG)

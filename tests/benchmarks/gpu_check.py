@@ -1,7 +1,7 @@
 """`make gpu-check`: training steps and streaming first-packet latency at the paper's shapes, nothing downloaded.
 
-    python -m omni.bench.gpu_check --out runs/gpu_check                 # real shapes on CUDA, small ones on a CPU
-    python -m omni.bench.gpu_check --shapes small --device cpu --steps 1 --out /tmp/gpu_check
+    python tests/benchmarks/gpu_check.py --out runs/gpu_check                 # real shapes on CUDA, small ones on a CPU
+    python tests/benchmarks/gpu_check.py --shapes small --device cpu --steps 1 --out /tmp/gpu_check
 
 Every part is built from omni's own classes with random weights at its real shape, directly on the device, so
 what is timed is the trained model's code path (only the text is garbage): Whisper large-v3's encoder
@@ -24,14 +24,13 @@ Writes `gpu_check.json` and `gpu_check.md` (with the goals: the reference's 226-
 
 On a GPU machine: the Makefile's `.venv` holds the CPU build of torch, so use a Python whose torch has CUDA,
 e.g. `python -m venv .venv-gpu && .venv-gpu/bin/pip install -e .` (PyPI's Linux torch is a CUDA build), then
-`.venv-gpu/bin/python -m omni.bench.gpu_check --out runs/gpu_check`. A Python that already holds CUDA torch,
+`.venv-gpu/bin/python tests/benchmarks/gpu_check.py --out runs/gpu_check`. A Python that already holds CUDA torch,
 transformers, peft and accelerate needs only openai-whisper, soundfile and soxr beside it (`PYTHONPATH=.`).
 The real shapes need about 40 GiB (GPU memory on CUDA, RAM on a CPU); with less the run stops at once, saying so.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import json
@@ -42,7 +41,7 @@ import resource
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,12 +55,13 @@ from whisper.model import AudioEncoder, ModelDimensions
 
 from omni.adaptor import SpeechAdaptor
 from omni.audio import SAMPLE_RATE
+from omni.cli import command_parser
 from omni.config import AdaptorConfig, EncoderConfig, LLMConfig, LoraConfig, ModelConfig, SpeechDecoderConfig
 from omni.data import Example, SpeechCollator
 from omni.encoder import SpeechEncoder
-from omni.generate import Event, SpeechGenerator
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
+from omni.speech_generator import Event, SpeechGenerator
 from omni.tiny import tiny_tokenizer
 from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, CodeHifiGanVocoder, DurationPredictorConfig
 from omni.vocoder.hifigan import HifiGanConfig
@@ -247,7 +247,7 @@ def check_memory(device: torch.device, shapes_name: str) -> None:
     if have < REAL_NEEDS_GIB:
         raise RuntimeError(
             f"--shapes real needs about {REAL_NEEDS_GIB} GiB, this device has {have:.0f} GiB of {where}: "
-            "run it on a GPU (see python -m omni.bench.gpu_check --help) or use --shapes small"
+            "run it on a GPU (see python tests/benchmarks/gpu_check.py --help) or use --shapes small"
         )
 
 
@@ -393,15 +393,21 @@ class PacedDecoder(SpeechDecoder):
         return logits
 
     def forward(
-        self, hidden: torch.Tensor, lengths: torch.Tensor, min_frames: torch.Tensor | None = None
+        self,
+        hidden: torch.Tensor,
+        lengths: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        min_frames: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, frames = super().forward(hidden, lengths, min_frames)
+        logits, frames = super().forward(hidden, lengths, tokens, min_frames)
         return self.pace(logits, 0), frames
 
     @torch.no_grad()
-    def step(self, hidden: torch.Tensor, cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache]:
+    def step(
+        self, hidden: torch.Tensor | None, cache: DynamicCache | None = None, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, DynamicCache]:
         first = cache.get_seq_length() if cache is not None else 0
-        logits, cache = super().step(hidden, cache)
+        logits, cache = super().step(hidden, cache, *args, **kwargs)
         return self.pace(logits, first), cache
 
 
@@ -528,11 +534,9 @@ class FixedLengthGenerator(SpeechGenerator):
     def _pick(self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> int:
         return super()._pick(logits.masked_fill(~self.allowed, -math.inf), do_sample, temperature, top_p)
 
-    def _advance(
-        self, r: Any, i: int, token: int, labels: list[int], chunk_size: int | None, start: float
-    ) -> Iterator[Event]:
-        self.token_times.append(time.perf_counter() - start)  # the token's units are known: argmax was read
-        yield from super()._advance(r, i, token, labels, chunk_size, start)
+    def _advance(self, r: Any, token: int, labels: list[int]) -> list[Event]:
+        self.token_times.append(self._clock(r.began))  # the token's units are known: argmax was read
+        return super()._advance(r, token, labels)
 
 
 class EncoderClock:
@@ -808,7 +812,7 @@ def notes(report: dict[str, Any]) -> list[str]:
         out.append(
             f"These are {report['environment']['device_name']} figures at {report['shapes']} shapes: they show the "
             "code path runs end to end, not how fast it is. The GPU figures are still to come: run "
-            "`python -m omni.bench.gpu_check` on a CUDA machine (see the module docstring)."
+            "`python tests/benchmarks/gpu_check.py` on a CUDA machine (see the module docstring)."
         )
     for section in ("stage1", "stage2", "streaming"):
         status = report.get(section, {}).get("status", "skipped")
@@ -819,7 +823,7 @@ def notes(report: dict[str, Any]) -> list[str]:
 
 # ---- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__)
     parser.add_argument("--shapes", choices=sorted(SHAPES), help="default: real on CUDA, small on a CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))

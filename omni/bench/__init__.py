@@ -1,1 +1,0 @@
-"""Benchmarks that ship with the library, so that a machine holding only the repository and its venv runs them."""

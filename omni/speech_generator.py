@@ -1,0 +1,435 @@
+"""Speak while writing: text, speech units and audio streamed from a spoken question (`omni generate` runs it).
+
+    generator = SpeechGenerator(*load_parts(model_dir, decoder_dir, vocoder_dir))
+    for event in generator("question.wav", chunk_size=40): ...   # prefill | text | units | audio | done
+
+After every text token the LLM's new hidden state goes through the speech decoder; its greedy CTC
+units accumulate, and once at least `chunk_size` (Omega) new units exist they all go to the vocoder
+(the reference's semantics); the rest is flushed at the end. The decoder runs incrementally (only the
+new token's lambda frames, over cached keys and values) unless `incremental=False`, the reference's
+full-prefix recomputation; both give the same units. A decoder configured with `alignment: predicting`
+(LLaMA-Omni's released one) reads instead the state that chose each token, so a token's units are out
+before the LLM reads it. `load_parts` also takes LLaMA-Omni's released checkpoint, or the directory
+`python -m omni.convert.llama_omni` writes (its model/, decoder/ and vocoder/).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from omni.audio import load_audio
+from omni.config import DEMO_PARTS
+from omni.data import Example, SpeechCollator
+from omni.decoder_input import TextEmbeddings
+from omni.model import OmniModel
+from omni.prompt import Turn
+from omni.speech_decoder import SpeechDecoder
+from omni.vocoder.base import Vocoder, load_vocoder
+from omni.vocoder.streaming import StreamingVocoder
+
+
+@dataclass
+class Event:
+    kind: Literal["prefill", "text", "units", "audio", "done"]
+    time: float  # seconds since the request began
+    text: str = ""
+    units: list[int] = field(default_factory=list)
+    audio: np.ndarray | None = None  # float32 at `sample_rate`
+    sample_rate: int = 0
+    ready: float = 0.0  # audio events: when their units were all there (the rest of `time` is vocoding)
+    request: Hashable = 0  # which request of a batch (its index, or the name it joined a LiveBatch with)
+
+
+class SpeechGenerator:
+    def __init__(
+        self,
+        model: OmniModel,
+        decoder: SpeechDecoder,
+        vocoder: Vocoder,
+        join: Literal["crossfade", "bare"] = "crossfade",
+        incremental: bool = True,
+        pad_to_30s: bool | None = None,
+    ):
+        if decoder.config.num_units > vocoder.num_units:
+            raise ValueError(
+                f"the speech decoder predicts {decoder.config.num_units} units but the vocoder speaks only "
+                f"{vocoder.num_units}: they were trained on different codebooks"
+            )
+        if decoder.llm_hidden_size != model.hidden_size:
+            raise ValueError(
+                f"the speech decoder reads states of width {decoder.llm_hidden_size}, the LLM's are {model.hidden_size}"
+            )
+        self.model = model.eval()
+        self.decoder = decoder.eval()
+        self.vocoder = vocoder
+        self.join = join
+        self.incremental = incremental
+        encoder = model.config.encoder
+        if pad_to_30s is not None:  # the reference pads every question to 30 s
+            encoder = replace(encoder, pad_to_30s=pad_to_30s)
+        c = model.config
+        self.collate = SpeechCollator(model.prompt, encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)
+        self.device = next(model.adaptor.parameters()).device
+
+    def _clock(self, start: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # queued kernels count
+        return time.perf_counter() - start
+
+    def _pick(self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> int:
+        if not do_sample:
+            return int(logits.argmax(-1))
+        probs = torch.softmax(logits.float() / temperature, -1)
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        return int(order[torch.multinomial(sorted_probs / sorted_probs.sum(), 1)])
+
+    def __call__(
+        self,
+        audio: np.ndarray | str | Path,
+        chunk_size: int | None = 40,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        history: Sequence[Turn] = (),
+    ) -> Iterator[Event]:
+        """Events of one request as they happen; `chunk_size=None` vocodes the whole answer at the end;
+        `history`: the conversation's earlier turns."""
+        return self.batch([audio], chunk_size, max_new_tokens, do_sample, temperature, top_p, [history])
+
+    def batch(
+        self,
+        audios: list[np.ndarray | str | Path],
+        chunk_size: int | None = 40,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        histories: list[Sequence[Turn]] | None = None,
+    ) -> Iterator[Event]:
+        """Several requests answered together from the start; each event names its `request` (its index).
+        `histories`: each request's earlier turns (omni.conversation keeps them), if any."""
+        histories = histories or [()] * len(audios)
+        if len(histories) != len(audios):
+            raise ValueError(f"{len(audios)} questions but {len(histories)} histories")
+        live = self.live(do_sample, temperature, top_p)
+        yield from live.join(
+            [
+                Question(a, chunk_size, tuple(h), max_new_tokens, i)
+                for i, (a, h) in enumerate(zip(audios, histories, strict=True))
+            ]
+        )
+        while live:
+            yield from live.step()
+
+    def live(self, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> LiveBatch:
+        """An empty live batch over these parts: questions join it and leave it at token steps."""
+        return LiveBatch(self, do_sample, temperature, top_p)
+
+    def _advance(self, r: _Request, token: int, labels: list[int]) -> list[Event]:
+        """A row's new token: its text, its units (greedy CTC continued across tokens) and, once at least Omega
+        units wait, their audio."""
+        events, at = [], r.request
+        r.tokens.append(token)
+        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if len(text) > len(r.text) and not text.endswith("\ufffd"):  # hold back half a UTF-8 character
+            events.append(Event("text", self._clock(r.began), text=text[len(r.text) :], request=at))
+            r.text = text
+        new = []
+        for label in labels:  # merge repeats, drop blanks
+            if label != self.decoder.blank and label != r.previous:
+                new.append(label)
+            r.previous = label
+        if new:
+            r.pending += new
+            r.units += new
+            events.append(Event("units", self._clock(r.began), units=new, request=at))
+        if r.chunk_size is not None and len(r.pending) >= r.chunk_size:
+            ready = self._clock(r.began)
+            r.pieces.append(r.stream.push(r.pending))
+            r.pending = []
+            rate = self.vocoder.sample_rate
+            events.append(
+                Event("audio", self._clock(r.began), audio=r.pieces[-1], sample_rate=rate, ready=ready, request=at)
+            )
+        return events
+
+    def _finish(self, r: _Request) -> list[Event]:
+        """A row's end: the rest of its text and audio, and its "done" event."""
+        events, at = [], r.request
+        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if text != r.text:
+            events.append(Event("text", self._clock(r.began), text=text[len(r.text) :], request=at))
+            r.text = text
+        ready, rate = self._clock(r.began), self.vocoder.sample_rate
+        tail = [r.stream.push(r.pending), r.stream.flush()]
+        r.pieces += tail
+        if sum(len(t) for t in tail):
+            events.append(
+                Event(
+                    "audio", self._clock(r.began), audio=np.concatenate(tail), sample_rate=rate, ready=ready, request=at
+                )
+            )
+        whole = np.concatenate(r.pieces)
+        events.append(Event("done", self._clock(r.began), r.text, r.units, whole, rate, request=at))
+        return events
+
+
+@dataclass
+class Question:
+    """One spoken question for a `LiveBatch`: its audio, Omega (None: the whole answer vocoded at the end), its
+    conversation's earlier turns, its longest answer, and the name its events carry (`request`)."""
+
+    audio: np.ndarray | str | Path
+    chunk_size: int | None = 40
+    history: Sequence[Turn] = ()
+    max_new_tokens: int = 256
+    request: Hashable = 0
+    began: float | None = None  # when it was asked (time.perf_counter()): its events' times count from here
+
+
+class LiveBatch:
+    """The answers being written now. Questions join at any token step (`join`: prefilled together, then their
+    LLM and speech-decoder caches are merged into the running ones, left-padded and masked) and leave when
+    answered or cancelled (`leave`), so a question never waits for another's answer to end. Every row keeps its
+    own positions, decoder frames and vocoder stream: its units are those it would get alone."""
+
+    def __init__(
+        self, generator: SpeechGenerator, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0
+    ):
+        self.g = generator
+        self.sampling = (do_sample, temperature, top_p)
+        self.rows: list[_Request] = []
+        llm = generator.model.base_llm
+        self.body, self.head = llm.get_decoder(), llm.get_output_embeddings()
+        self.ends = generator.model.prompt.end_of_turn_ids
+        self.predicting = generator.decoder.config.input.alignment == "predicting"
+        self.cache: DynamicCache | None = None  # the LLM's keys and values, (rows, heads, T, d), left-padded
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=generator.device)
+        self.position = torch.zeros(0, 1, dtype=torch.long, device=generator.device)  # each row's next position
+        self.state = torch.zeros(0, 1, generator.model.hidden_size, device=generator.device)  # chose the next tokens
+        self.logits = torch.zeros(0, 0, device=generator.device)  # of the next tokens
+        self.frames: DynamicCache | None = None  # the speech decoder's, (rows, heads, F, d), left-padded
+        self.frame_mask = torch.zeros(0, 0, dtype=torch.long, device=generator.device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def join(self, questions: Sequence[Question]) -> list[Event]:
+        """Prefill the questions together and add them to the running rows; their "prefill" events."""
+        if not questions:
+            return []
+        g, now = self.g, time.perf_counter()
+        clips = [q.audio if isinstance(q.audio, np.ndarray) else load_audio(q.audio) for q in questions]
+        examples = [
+            Example(str(i), c, None, None, None, history=tuple(q.history))
+            for i, (c, q) in enumerate(zip(clips, questions, strict=True))
+        ]
+        batch = {k: v.to(g.device) for k, v in g.collate(examples).items()}
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
+        out = self.body(
+            inputs_embeds=g.model.inputs_embeds(batch), attention_mask=mask, position_ids=positions, use_cache=True
+        )
+        state = out.last_hidden_state[:, -1:]
+        self.cache, self.mask = _stacked([(self.cache, self.mask), (out.past_key_values, mask)])
+        self.frames, self.frame_mask = _stacked(
+            [
+                (self.frames, self.frame_mask),
+                (None, self.frame_mask.new_zeros(len(questions), self.frame_mask.shape[1])),
+            ],
+            like=self.frames,
+        )
+        self.position = torch.cat([self.position, positions[:, -1:] + 1])
+        self.state = torch.cat([self.state, state.to(self.state.dtype)])
+        logits = self.head(state[:, -1])
+        self.logits = logits if not len(self.logits) else torch.cat([self.logits, logits])
+        new = [
+            _Request(
+                StreamingVocoder(g.vocoder, g.join),
+                g.decoder.blank,
+                q.request,
+                q.chunk_size,
+                q.max_new_tokens,
+                now if q.began is None else q.began,
+            )
+            for q in questions
+        ]
+        self.rows += new
+        return [Event("prefill", g._clock(r.began), request=r.request) for r in new]
+
+    @torch.no_grad()
+    def step(self) -> list[Event]:
+        """The next token of every row, its units and any audio they complete; rows that end leave."""
+        g, events = self.g, []
+        tokens = [g._pick(self.logits[i], *self.sampling) for i in range(len(self.rows))]
+        ids = torch.tensor(tokens, device=g.device)[:, None]
+        if not self.predicting:
+            self._read(ids)  # the tokens' own states
+        # "predicting": `state` chose these tokens, so their units need not wait for the LLM's next step
+        labels = self._unit_labels(ids)
+        finished = []
+        for i, r in enumerate(self.rows):
+            events += g._advance(r, tokens[i], labels[i])
+            if tokens[i] in self.ends or len(r.tokens) >= r.max_new_tokens:
+                events += g._finish(r)
+                finished.append(r.request)
+        if self.predicting:
+            self._read(ids)  # the states that choose the next tokens
+        for request in finished:
+            self.leave(request)
+        return events
+
+    def leave(self, request: Hashable) -> None:
+        """Drop a row now (answered, cancelled or interrupted): the others go on as they were."""
+        keep = [i for i, r in enumerate(self.rows) if r.request != request]
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.mask, self.position, self.state, self.logits = (
+            t[index] for t in (self.mask, self.position, self.state, self.logits)
+        )
+        self.frame_mask = self.frame_mask[index]
+        self.cache, self.mask = _selected(self.cache, self.mask, index)
+        self.frames, self.frame_mask = _selected(self.frames, self.frame_mask, index, already=True)
+
+    def _read(self, ids: torch.Tensor) -> None:
+        """The LLM reads one token per row: its state (B, 1, H) and the logits of the next ones."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        out = self.body(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=self.position,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache, self.position = out.past_key_values, self.position + 1
+        self.state = out.last_hidden_state
+        self.logits = self.head(out.last_hidden_state[:, -1])
+
+    def _unit_labels(self, ids: torch.Tensor) -> list[list[int]]:
+        """Best class of each decoder frame of the new tokens, per row."""
+        decoder, upsample = self.g.decoder, self.g.decoder.config.upsample
+        if not self.g.incremental:  # the reference: each row's whole prefix again, keeping the new token's frames
+            labels = []
+            for i, r in enumerate(self.rows):
+                r.prefix.append((self.state[i : i + 1], ids[i : i + 1]))
+                states, tokens = (torch.cat(part, dim=1) for part in zip(*r.prefix, strict=True))
+                frames = decoder(states, torch.tensor([states.shape[1]], device=states.device), tokens)[0]
+                labels.append(frames[0, -upsample:].argmax(-1).tolist())
+            return labels
+        done = (
+            self.frame_mask.sum(1, keepdim=True)
+            if self.frame_mask.numel()
+            else self.frame_mask.new_zeros(len(self.rows), 1)
+        )
+        positions = done + torch.arange(upsample, device=done.device)[None, :]
+        self.frame_mask = torch.cat([self.frame_mask, self.frame_mask.new_ones(len(self.rows), upsample)], dim=1)
+        logits, self.frames = decoder.step(self.state, self.frames, ids, self.frame_mask, positions)
+        return logits.argmax(-1).tolist()
+
+
+@dataclass
+class _Request:
+    """What one row of a live batch has produced so far."""
+
+    stream: StreamingVocoder
+    previous: int  # the last frame's best class, for merging repeats across tokens
+    request: Hashable  # the name its events carry
+    chunk_size: int | None  # Omega; None: vocoded whole at the end
+    max_new_tokens: int
+    began: float  # when it was asked: its events' times count from here
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    pending: list[int] = field(default_factory=list)
+    units: list[int] = field(default_factory=list)
+    pieces: list[np.ndarray] = field(default_factory=list)
+    prefix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # the reference's full pass
+
+
+def _stacked(
+    parts: list[tuple[DynamicCache | None, torch.Tensor]], like: DynamicCache | None = None
+) -> tuple[DynamicCache | None, torch.Tensor]:
+    """Caches and their masks (rows, T_i) joined along the rows, each left-padded (masked) to the longest; a part
+    without a cache (no frames yet) gets masked zeros shaped like the others'."""
+    width = max(mask.shape[1] for _, mask in parts)
+    masks = [torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1) for _, mask in parts]
+    template = next((c for c, _ in parts if c is not None and c.get_seq_length()), None)
+    if template is None or width == 0:
+        return None, torch.cat(masks)
+    joined = DynamicCache()
+    for layer, reference in enumerate(template.layers):
+        keys, values = [], []
+        for (cache, mask), _ in zip(parts, masks, strict=True):
+            rows = mask.shape[0]
+            if not rows:
+                continue
+            if cache is None:
+                shape = (rows, reference.keys.shape[1], width, reference.keys.shape[3])
+                keys.append(reference.keys.new_zeros(shape))
+                values.append(reference.values.new_zeros(shape))
+                continue
+            k, v = cache.layers[layer].keys, cache.layers[layer].values
+            pad = width - k.shape[2]
+            keys.append(F.pad(k, (0, 0, pad, 0)))
+            values.append(F.pad(v, (0, 0, pad, 0)))
+        joined.update(torch.cat(keys), torch.cat(values), layer)
+    return joined, torch.cat(masks)
+
+
+def _selected(
+    cache: DynamicCache | None, mask: torch.Tensor, index: torch.Tensor, already: bool = False
+) -> tuple[DynamicCache | None, torch.Tensor]:
+    """The cache's rows at `index` (the mask already selected when `already`), less the padding all of them have."""
+    if not already:
+        mask = mask[index] if mask.shape[0] != len(index) else mask
+    if cache is not None:
+        cache.batch_select_indices(index)
+    if not len(index) or not mask.numel():
+        return (None if not len(index) else cache), mask
+    unused = int((mask.cumsum(1) == 0).all(0).sum())  # leading columns every row pads
+    if unused and cache is not None:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+    return cache, mask[:, unused:]
+
+
+def load_parts(
+    model: Path | None, decoder: Path | None, vocoder: Path | None, device: str = "cpu"
+) -> tuple[OmniModel, SpeechDecoder, Vocoder]:
+    """The three parts `omni generate`, `omni serve` and the evaluations speak with. `model` is a stage-1 model
+    directory, a directory holding model/, decoder/ and vocoder/ (what `omni.convert.llama_omni` writes), or
+    LLaMA-Omni's released checkpoint itself; a part not named comes from there, else from the demo's runs. A decoder
+    that reads token embeddings shares the model's table."""
+    from omni.convert.llama_omni import DECODER_DIR, MODEL_DIR, VOCODER_DIR, is_llama_omni, load_llama_omni
+
+    model = model or DEMO_PARTS[0]
+    if is_llama_omni(model):
+        bundle = model
+        omni_model, speech_decoder = load_llama_omni(model)
+        if decoder is not None:  # another decoder for the released model
+            speech_decoder = SpeechDecoder.from_pretrained(decoder, TextEmbeddings.from_model(omni_model))
+        if not (vocoder or (bundle / VOCODER_DIR).is_dir()):
+            raise FileNotFoundError("name LLaMA-Omni's unit vocoder: --vocoder DIR (g_00500000 and config.json)")
+    else:
+        bundle = model if (model / MODEL_DIR).is_dir() and (model / DECODER_DIR).is_dir() else None
+        if bundle is not None:
+            model, decoder = bundle / MODEL_DIR, decoder or bundle / DECODER_DIR
+        omni_model = OmniModel.from_pretrained(model)
+        speech_decoder = SpeechDecoder.from_pretrained(decoder or DEMO_PARTS[1], TextEmbeddings.from_model(omni_model))
+    if vocoder is None:
+        vocoder = bundle / VOCODER_DIR if bundle and (bundle / VOCODER_DIR).is_dir() else DEMO_PARTS[2]
+    return omni_model.to(device), speech_decoder.to(device), load_vocoder(vocoder, device)
