@@ -1,9 +1,10 @@
 """A spoken conversation: each question answered, in speech, in the context of the earlier turns.
 
-    conversation = Conversation(SpeechGenerator(model, decoder, vocoder))
-    for event in conversation.ask("q1.wav"): ...
-    for event in conversation.ask("q2.wav"): ...      # "and what is its capital?" knows what "its" is
-    conversation.save("chat.json")                      # Conversation.load("chat.json") goes on later
+    generator = SpeechGenerator(model, decoder, vocoder)
+    conversation = Conversation(max_exchanges=8)
+    for event in conversation.ask(generator, "q1.wav"): ...
+    for event in conversation.ask(generator, "q2.wav"): ...   # "and what is its capital?" knows what "its" is
+    conversation.save("chat.json")                               # Conversation.load("chat.json") goes on later
 
 Every question re-renders the conversation through the LLM's chat template (omni/prompt.py): earlier
 questions as speech, or as their words under `prompt.history: text` (then `ask(..., text=...)` supplies
@@ -22,11 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile
 
+from omni.atomic import write_atomic
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.prompt import Turn, check_history
 
 if TYPE_CHECKING:
-    from omni.generate import Event, SpeechGenerator
+    from omni.speech_generator import Event, SpeechGenerator
 
 
 class Conversation:
@@ -42,12 +44,16 @@ class Conversation:
             return tuple(self.turns)
         return tuple(self.turns[len(self.turns) - 2 * self.max_exchanges :] if self.max_exchanges else ())
 
-    def add(self, question: np.ndarray, answer: str, text: str | None = None) -> bool:
+    def add(self, question: np.ndarray, answer: str, text: str | None = None, interrupted: bool = False) -> bool:
         """Record an answered question (its 16 kHz audio and, if known, its words) and the answer; an empty
-        answer said nothing, and the exchange is left out (the turns must alternate question, answer)."""
-        if not answer.strip():
+        answer said nothing, and the exchange is left out (the turns must alternate question, answer). An
+        `interrupted` answer is what the user heard before talking over it, kept marked and ending in "…", so the
+        next question is answered knowing where the last answer was cut (even before its first word)."""
+        if interrupted:
+            answer = answer.rstrip() + "…"
+        elif not answer.strip():
             return False
-        self.turns += [Turn("user", text, question), Turn("assistant", answer)]
+        self.turns += [Turn("user", text, question), Turn("assistant", answer, interrupted=interrupted)]
         return True
 
     def ask(
@@ -78,7 +84,7 @@ class Conversation:
         folder = path.with_name(f"{path.stem}_audio")
         turns = []
         for i, turn in enumerate(self.turns):
-            entry: dict = {"role": turn.role, "text": turn.text}
+            entry: dict = {"role": turn.role, "text": turn.text} | ({"interrupted": True} if turn.interrupted else {})
             if isinstance(turn.audio, np.ndarray):
                 folder.mkdir(parents=True, exist_ok=True)
                 soundfile.write(folder / f"turn-{i:03d}.wav", turn.audio, SAMPLE_RATE)
@@ -86,10 +92,7 @@ class Conversation:
             elif turn.audio is not None:
                 entry["audio"] = str(turn.audio)
             turns.append(entry)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({"turns": turns}, indent=2))
-        partial.replace(path)
+        write_atomic(path, json.dumps({"turns": turns}, indent=2))
         return path
 
     @classmethod
@@ -105,7 +108,8 @@ class Conversation:
             if not isinstance(entry, dict):
                 raise ValueError(f"{path}: turn {i}: expected an object with role, text and audio")
             audio = entry.get("audio")
-            turns.append(Turn(entry.get("role"), entry.get("text"), load_audio(path.parent / audio) if audio else None))
+            clip = load_audio(path.parent / audio) if audio else None
+            turns.append(Turn(entry.get("role"), entry.get("text"), clip, bool(entry.get("interrupted"))))
         if problem := check_history(turns):
             raise ValueError(f"{path}: turn {problem[0]}, field {problem[1]!r}: {problem[2]}")
         return cls(max_exchanges, turns)

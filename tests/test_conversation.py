@@ -10,10 +10,10 @@ from transformers import AutoTokenizer
 from omni.config import PromptConfig
 from omni.conversation import Conversation
 from omni.data import DataError, Example, SpeechCollator, SpeechInstructionDataset
-from omni.generate import SpeechGenerator, load_parts
 from omni.generate import main as generate_main
 from omni.model import OmniModel
 from omni.prompt import IGNORE_INDEX, SPEECH_TOKEN_ID, PromptBuilder, PromptError, Turn
+from omni.speech_generator import SpeechGenerator, load_parts
 from tests.conftest import noise
 
 HISTORY = (Turn("user", "what is the largest country", noise(1.2, 5)), Turn("assistant", "Russia is."))

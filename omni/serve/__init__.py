@@ -8,6 +8,5 @@
 - answer.py    one answer's generator events as protocol events (resampled audio, timings)
 - client.py    Python clients: `ask` (HTTP), `ask_ws` / `stream` (WebSocket)
 - launch.py    `omni serve` in a child process, for tests and scripts
-- tiny.py      tiny random models to serve without training
 - static/      the page: plain HTML and JS, no build step, nothing fetched from elsewhere
 """

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from omni.generate import Event
+from omni.speech_generator import Event
 
 Out = tuple[dict[str, Any], np.ndarray | None]  # an event and, for audio events, its samples
 

@@ -11,7 +11,6 @@ http://localhost only (or https): from another machine, tunnel the port (ssh -L 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
@@ -32,6 +31,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from omni.audio import SAMPLE_RATE
+from omni.cli import command_parser
+from omni.config import DEMO_PARTS
 from omni.serve.protocol import HTTP_STATUS, ProtocolError, parse_start
 from omni.serve.question import Question
 from omni.serve.session import ClientSession, log_done
@@ -185,17 +186,9 @@ def load_generator(model: Path, decoder: Path, vocoder: Path, device: str) -> An
             raise FileNotFoundError(
                 f"{flag} {path}: no such model directory (make demo trains the demo's; --tiny serves random ones)"
             )
-    from omni.generate import SpeechGenerator
-    from omni.model import OmniModel
-    from omni.speech_decoder import SpeechDecoder
-    from omni.vocoder.mel_unit import MelUnitVocoder
+    from omni.speech_generator import SpeechGenerator, load_parts
 
-    speaker = MelUnitVocoder.from_pretrained(vocoder)
-    speaker.unit_to_mel.to(device)
-    speaker.hifigan.to(device)
-    return SpeechGenerator(
-        OmniModel.from_pretrained(model).to(device), SpeechDecoder.from_pretrained(decoder).to(device), speaker
-    )
+    return SpeechGenerator(*load_parts(Path(model), Path(decoder), Path(vocoder), device))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,10 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     defaults = Settings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("runs/stage1_demo/model"), help="stage-1 model")
-    parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"), help="speech decoder")
-    parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"), help="unit vocoder")
+    parser = command_parser(__doc__)
+    parser.add_argument("--model", type=Path, default=DEMO_PARTS[0], help="stage-1 model")
+    parser.add_argument("--decoder", type=Path, default=DEMO_PARTS[1], help="speech decoder")
+    parser.add_argument("--vocoder", type=Path, default=DEMO_PARTS[2], help="unit vocoder")
     tiny = "serve tiny random models, written to this folder (default .cache/tiny_serve)"
     parser.add_argument("--tiny", type=Path, nargs="?", const=Path(".cache/tiny_serve"), default=None, help=tiny)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -231,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_exchanges,
     )
     if args.tiny:
-        from omni.serve.tiny import write_tiny_models
+        from omni.tiny import write_tiny_models
 
         args.model, args.decoder, args.vocoder = write_tiny_models(args.tiny).values()
     generator = load_generator(args.model, args.decoder, args.vocoder, args.device)

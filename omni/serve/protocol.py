@@ -17,6 +17,12 @@ each answered in the context of its earlier questions and answers (the last max_
     server -> {"type": "done", "id": "q1", "text": ..., "samples": ..., "sample_rate": ..., "audio_seconds": ...,
                "units": ..., "queued_ms": ..., "first_packet_ms": ..., "total_ms": ..., "context_turns": 2}
                                                                         (context_turns: earlier turns it was given)
+    client -> {"type": "interrupt", "played": 24000}                   (while an answer streams: the user spoke over
+                                                                         it; played = its samples the client played)
+    server -> {"type": "interrupted", "id": "q1", "played": 24000, "heard": "The capital"}
+              (no audio of it follows; the conversation keeps what was heard, marked interrupted; "played" left out
+              counts all the audio sent. Anything else sent while an answer streams, such as the next question sent
+              back to back, is taken after the answer)
     client -> {"type": "reset"}                                         (between questions: a new conversation)
     server -> {"type": "reset"}
     server -> {"type": "error", "kind": "...", "message": "..."}       (instead of the rest, see ERROR_KINDS)
@@ -44,7 +50,7 @@ ERROR_KINDS = {
     "bad_message": "malformed JSON, an unknown type or option, a message out of order",
     "too_large": "one message over max_message_bytes",
     "too_long": "a question over max_seconds",
-    "too_short": "a question under MIN_SECONDS",
+    "too_short": "a question under omni.audio.MIN_QUESTION_SECONDS",
     "empty_audio": "a question without samples",
     "invalid_audio": "NaN or infinite samples",
     "not_audio": "a file no decoder reads, or PCM frames of the wrong byte length",
@@ -52,7 +58,6 @@ ERROR_KINDS = {
     "internal": "the model failed; the server keeps serving",
 }
 HTTP_STATUS = {"too_large": 413, "busy": 503, "internal": 500}  # other kinds: 400
-MIN_SECONDS = 0.25  # shorter is no question (and gives the adaptor no frame)
 QUESTION_GRACE_S = 10.0
 
 
@@ -93,6 +98,9 @@ def parse_text(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except ValueError as err:
         raise ProtocolError("bad_message", f"not JSON: {err}") from None
-    if not isinstance(message, dict) or message.get("type") not in ("start", "end", "reset"):
-        raise ProtocolError("bad_message", 'expected {"type": "start", ...}, {"type": "end"} or {"type": "reset"}')
+    if not isinstance(message, dict) or message.get("type") not in ("start", "end", "reset", "interrupt"):
+        raise ProtocolError(
+            "bad_message",
+            'expected {"type": "start", ...}, {"type": "end"}, {"type": "reset"} or {"type": "interrupt"}',
+        )
     return message

@@ -1,8 +1,8 @@
 """A spoken question as it arrives: PCM frames or one encoded file, checked against the server's limits.
 
 Limits are checked as the bytes come, so an over-long question is refused while it is still being
-spoken, not after it has filled memory; the samples are validated (empty, NaN) once at the end by the
-library's own `to_mono_16k`.
+spoken, not after it has filled memory; the whole question is checked once at the end by the library's own
+`question_audio`, the same limits and messages as `omni generate`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import io
 import numpy as np
 import soundfile
 
-from omni.audio import SAMPLE_RATE, to_mono_16k
-from omni.serve.protocol import MIN_SECONDS, ProtocolError
+from omni.audio import SAMPLE_RATE, AudioError, question_audio
+from omni.serve.protocol import ProtocolError
 
 PCM_DTYPES = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 
@@ -46,17 +46,11 @@ class Question:
         self.frames.append(frame)
 
     def audio(self) -> np.ndarray:
-        """The whole question, float32 mono at 16 kHz; ProtocolError for empty, NaN, undecodable or too short."""
-        audio, rate = self._samples()
-        if audio.size == 0:
-            raise ProtocolError("empty_audio", "the question has no samples")
-        if not np.isfinite(audio).all():
-            raise ProtocolError("invalid_audio", "the question holds NaN or infinite samples")
-        audio = to_mono_16k(audio, rate, "question")
-        self._check_length(len(audio) / SAMPLE_RATE)
-        if len(audio) < MIN_SECONDS * SAMPLE_RATE:
-            raise ProtocolError("too_short", f"question of {len(audio) / SAMPLE_RATE:.2f} s, under {MIN_SECONDS} s")
-        return audio
+        """The whole question, float32 mono at 16 kHz; ProtocolError for empty, NaN, undecodable, too short or long."""
+        try:
+            return question_audio(*self._samples(), self.max_seconds)
+        except AudioError as err:
+            raise ProtocolError(err.kind, str(err).removeprefix("question: ")) from None
 
     def _samples(self) -> tuple[np.ndarray, int]:
         """The question's samples (mono, or (samples, channels) from a file) and their rate."""
@@ -68,6 +62,7 @@ class Question:
         return (audio / 32768.0 if self.format == "s16" else audio), SAMPLE_RATE
 
     def _check_length(self, seconds: float) -> None:
+        """While the question streams in: refused as soon as it is too long."""
         if seconds > self.max_seconds:
             raise ProtocolError("too_long", f"question over the limit of {self.max_seconds:g} s")
 

@@ -4,11 +4,19 @@ A reader task is the only one to receive from the socket, so the moment a client
 middle of an answer, its place is freed; the session reads the reader's inbox, which is bounded
 (a client that floods the server is slowed down by TCP, not buffered). The connection is one
 conversation (omni.conversation): each question goes to the model with the earlier turns.
+
+Barge-in: while an answer streams, the session still reads the inbox. An `interrupt` (sent when the user speaks
+over the answer) stops it at the model's next token step; no audio of it follows the `interrupted` event, and the
+conversation keeps the answer cut where the client heard it: the text written up to the last audio chunk the client
+had played (`played` samples; all it was sent, if it does not say). Other messages that arrive meanwhile (the next
+question, sent back to back) wait their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,12 +50,13 @@ class ClientSession:
         self.max_message_bytes = max_message_bytes
         self.on_error = on_error  # counts errors by kind
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=8)
+        self.later: collections.deque[Message | None] = collections.deque()  # read while an answer streamed
         self.job: Job | None = None
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
         try:
-            message = await self.inbox.get()
+            message = await self._receive()
             while message is not None:
                 message = await self._dispatch(message)
         except WebSocketDisconnect:  # a send after the client left
@@ -85,10 +94,10 @@ class ClientSession:
             if options["type"] == "reset":
                 self.conversation.turns.clear()
                 await self._send({"type": "reset"})
-                return await self.inbox.get()
+                return await self._receive()
         except ProtocolError as err:
             await self._fail(err)
-            return await self.inbox.get()
+            return await self._receive()
         return await self._question(options)
 
     async def _question(self, options: dict[str, Any]) -> Message | None:
@@ -103,10 +112,9 @@ class ClientSession:
                 if message.get("bytes") is not None:
                     question.add(message["bytes"])
                 elif parse_text(message["text"])["type"] == "end":
-                    await self._answer(question, start)
-                    return await self.inbox.get()
+                    return await self._answer(question, start)
                 else:
-                    raise ProtocolError("bad_message", "start or reset inside a question: send end first")
+                    raise ProtocolError("bad_message", "start, reset or interrupt inside a question: send end first")
             return None
         except ProtocolError as err:
             await self._fail(err)
@@ -115,13 +123,13 @@ class ClientSession:
 
     async def _next(self, deadline: float) -> Message | None:
         try:
-            return await asyncio.wait_for(self.inbox.get(), deadline - asyncio.get_running_loop().time())
+            return await asyncio.wait_for(self._receive(), deadline - asyncio.get_running_loop().time())
         except asyncio.TimeoutError:
             raise ProtocolError("timeout", f"no end within {self.max_seconds:g} s + {QUESTION_GRACE_S:g} s") from None
 
     async def _skip_question(self) -> Message | None:
         """After an error, the failed question's frames up to its end; a new start ends the skipping too."""
-        while (message := await self.inbox.get()) is not None:
+        while (message := await self._receive()) is not None:
             if message.get("text") is None:
                 continue
             try:
@@ -129,26 +137,74 @@ class ClientSession:
             except ProtocolError:
                 continue
             if kind == "end":
-                return await self.inbox.get()
+                return await self._receive()
             return message
         return None
 
-    async def _answer(self, question: Question, start: Start) -> None:
+    async def _answer(self, question: Question, start: Start) -> Message | None:
+        """Stream the answer while reading the inbox (an interrupt stops it); returns the first message after it."""
         assert self.job is not None
         job, audio, history = self.job, question.audio(), self.conversation.history()
         self.worker.submit(job, audio, start.chunk_size, start.sample_rate, history)
-        async for event, pcm in job.events():
-            if event["type"] == "done":
-                event["context_turns"] = len(history)
-                self.conversation.add(audio, event["text"])
-            await self._send(event)
-            if pcm is not None:
-                await self.ws.send_bytes(pcm.tobytes())
-            if event["type"] == "done":
-                log_done(event, len(audio) / SAMPLE_RATE)
-            elif event["type"] == "error":
-                self.on_error(event["kind"])
-        self._release()
+        heard = _Heard()
+        events = aiter(job.events())
+        next_event = asyncio.ensure_future(anext(events, None))
+        next_message = asyncio.ensure_future(self.inbox.get())
+        try:
+            while True:
+                done, _ = await asyncio.wait({next_event, next_message}, return_when=asyncio.FIRST_COMPLETED)
+                if next_message in done:
+                    message = next_message.result()
+                    if message is not None and _is_interrupt(message) and not self.later:
+                        await self._interrupt(job, audio, heard, json.loads(message["text"]))
+                        break
+                    self.later.append(message)  # the next question, or the client's leaving: after this answer
+                    if message is None:
+                        break
+                    next_message = asyncio.ensure_future(self.inbox.get())
+                if next_event in done:
+                    if (item := next_event.result()) is None:
+                        break  # the answer is over
+                    await self._stream(item, heard, audio, history)
+                    next_event = asyncio.ensure_future(anext(events, None))
+        finally:
+            next_event.cancel()
+            if not next_message.done():
+                next_message.cancel()
+            self._release()
+        return await self._receive()
+
+    async def _stream(self, item: tuple[dict[str, Any], Any], heard: _Heard, audio: Any, history: tuple) -> None:
+        """One answer event to the client, noting what its text and audio have reached."""
+        event, pcm = item
+        if event["type"] == "done":
+            event["context_turns"] = len(history)
+            self.conversation.add(audio, event["text"])
+        elif event["type"] == "text":
+            heard.text += event["delta"]
+        await self._send(event)
+        if pcm is not None:
+            await self.ws.send_bytes(pcm.tobytes())
+            heard.chunks.append((heard.samples + len(pcm), heard.text))  # this chunk speaks the text written so far
+            heard.samples += len(pcm)
+        if event["type"] == "done":
+            log_done(event, len(audio) / SAMPLE_RATE)
+        elif event["type"] == "error":
+            self.on_error(event["kind"])
+
+    async def _receive(self) -> Message | None:
+        """The next message: one that arrived while an answer streamed, else the inbox's."""
+        return self.later.popleft() if self.later else await self.inbox.get()
+
+    async def _interrupt(self, job: Job, audio: Any, heard: _Heard, message: dict[str, Any]) -> None:
+        """Stop the answer; the conversation keeps the text of what the client played, marked interrupted."""
+        played = message.get("played", heard.samples)
+        played = heard.samples if not isinstance(played, int) or played < 0 else min(played, heard.samples)
+        text = next((text for end, text in reversed(heard.chunks) if end <= played), "")
+        self.worker.interrupt(job)
+        self.conversation.add(audio, text, interrupted=True)
+        await self._send({"type": "interrupted", "id": job.id, "played": played, "heard": text})
+        logger.info("%s interrupted after %d samples: %r heard", job.id, played, text)
 
     async def _fail(self, err: ProtocolError) -> None:
         self.on_error(err.kind)
@@ -157,6 +213,24 @@ class ClientSession:
 
     async def _send(self, event: dict[str, Any]) -> None:
         await self.ws.send_json(event)
+
+
+class _Heard:
+    """What an answer has sent so far: its text, and after each audio chunk the samples and the text they speak."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.samples = 0
+        self.chunks: list[tuple[int, str]] = []
+
+
+def _is_interrupt(message: Message) -> bool:
+    if message.get("text") is None:
+        return False
+    try:
+        return parse_text(message["text"])["type"] == "interrupt"
+    except ProtocolError:
+        return False
 
 
 def log_done(event: dict[str, Any], question_seconds: float) -> None:

@@ -1,11 +1,12 @@
-"""The one thread that owns the model: a bounded set of places, a queue, and batches.
+"""The one thread that owns the model: a bounded set of places, a queue, and a live batch.
 
 A question holds a place from its start message to the end of its answer (or its client's leaving), so
 a full server says "busy" before the user speaks, and at most `max_queue` questions are held, waited
-on or answered at once: memory stays bounded however many clients connect. Questions that wait
-together (those that arrived while a batch ran, or within `batch_window` of each other) and ask the
-same Omega are answered in one call of the batched generator. A place is freed the moment its client
-leaves; a batch whose clients have all left stops at once.
+on or answered at once: memory stays bounded however many clients connect. Answers are written in one
+`LiveBatch` (continuous batching): a question that arrives while others are answered joins them at the next
+token step, up to `max_batch` at once, whatever Omega each asks; an answered one leaves. When nothing is being
+answered, the first question waits `batch_window` for others to prefill with it. A place is freed the moment its
+client leaves, and an answer interrupted or left is dropped from the batch at the next token step.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from omni.generate import SpeechGenerator
 from omni.prompt import Turn
 from omni.serve.answer import Answer, Out
 from omni.serve.protocol import ProtocolError
+from omni.speech_generator import Event, Question, SpeechGenerator
 
 logger = logging.getLogger("omni.serve")
 
@@ -129,6 +130,19 @@ class Worker:
                 logger.info("%s cancelled: its client left while it was %s", job.id, job.state)
                 job.emit(None)  # whoever still reads its events stops
 
+    def interrupt(self, job: Job) -> None:
+        """The user spoke over the answer: it stops at the next token step and its place is freed."""
+        with self._cond:
+            if job not in self._held:
+                return
+            if job.state == "waiting":
+                self._waiting.remove(job)
+            if job.state in ("waiting", "running"):
+                self.counts["interrupted"] += 1
+                job.cancelled.set()  # the live batch drops it at the next token step
+            job.state = "finished"  # so that releasing it counts no cancellation
+        self.release(job)
+
     def status(self) -> dict[str, Any]:
         with self._cond:
             states = Counter(job.state for job in self._held)
@@ -137,19 +151,47 @@ class Worker:
                 "active": len(self._held),
                 "max_queue": self.max_queue,
                 **{state: states[state] for state in ("listening", "waiting", "running")},
-                **{name: self.counts[name] for name in ("served", "cancelled", "batches", "batched")},
+                **{name: self.counts[name] for name in ("served", "cancelled", "interrupted", "batches", "batched")},
             }
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._answer(batch)
+        live = self.generator.live()
+        jobs: dict[str, tuple[Job, Answer]] = {}
+        while (joining := self._next_joining(len(live))) is not None:
+            try:  # whatever fails, the thread goes on with the next questions
+                for job_id in [i for i, (job, _) in jobs.items() if job.cancelled.is_set()]:
+                    live.leave(job_id)  # its client left or stopped it: no more work for it
+                    del jobs[job_id]
+                if joining:
+                    started = time.perf_counter()
+                    rate = self.generator.vocoder.sample_rate
+                    for job in joining:
+                        jobs[job.id] = (job, Answer(job.id, rate, job.sample_rate, job.asked_at, started))
+                    questions = [
+                        Question(
+                            job.audio, job.chunk_size or None, job.history, self.max_new_tokens, job.id, job.asked_at
+                        )
+                        for job in joining
+                    ]
+                    self._deliver(live.join(questions), jobs)
+                if live:
+                    self._deliver(live.step(), jobs)
+            except Exception as err:
+                logger.exception("generation failed for %s", ", ".join(jobs) or "-")
+                for job, _ in jobs.values():
+                    self._finish(job, [(ProtocolError("internal", f"the model failed: {err}").event(), None)], False)
+                jobs.clear()
+                live = self.generator.live()
 
-    def _next_batch(self) -> list[Job] | None:
-        """The oldest waiting question and those asking the same Omega, after the batch window; None to stop."""
+    def _next_joining(self, running: int) -> list[Job] | None:
+        """The waiting questions that join the live batch now (none while it is full); None to stop. An idle server
+        waits for a question, then `batch_window` for others to come with it."""
         with self._cond:
             while True:
                 if self._stopping:
                     return None
+                if running:
+                    break
                 if self._waiting:
                     wait = self._waiting[0].asked_at + self.batch_window - time.perf_counter()
                     if wait <= 0 or len(self._waiting) >= self.max_batch:
@@ -157,46 +199,30 @@ class Worker:
                     self._cond.wait(wait)
                 else:
                     self._cond.wait()
-            batch = [job for job in self._waiting if job.chunk_size == self._waiting[0].chunk_size][: self.max_batch]
-            for job in batch:
+            joining = self._waiting[: max(0, self.max_batch - running)]
+            for job in joining:
                 self._waiting.remove(job)
                 job.state = "running"
-            self.counts["batches"] += 1
-            self.counts["batched"] += len(batch)
-            return batch
+            if joining:
+                self.counts["batches"] += running == 0
+                self.counts["batched"] += len(joining)
+            return joining
 
-    def _answer(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
-        rate = self.generator.vocoder.sample_rate
-        answers = [Answer(job.id, rate, job.sample_rate, job.asked_at, started) for job in batch]
-        events = None
-        try:  # whatever fails (the call included), the thread goes on to the next batch
-            events = self.generator.batch(
-                [job.audio for job in batch],
-                batch[0].chunk_size or None,
-                self.max_new_tokens,
-                histories=[job.history for job in batch],
-            )
-            for event in events:
-                job = batch[event.request]
-                if job.cancelled.is_set():
-                    if all(j.cancelled.is_set() for j in batch):
-                        break  # nobody is listening any more
-                    continue
-                outs = answers[event.request].feed(event)
-                if event.kind == "done":
-                    self._finish(job, outs, served=True)
-                else:
-                    for out in outs:
-                        job.emit(out)
-        except Exception as err:
-            logger.exception("generation failed for %s", ", ".join(job.id for job in batch))
-            for job in batch:
-                if job.state != "finished":
-                    self._finish(job, [(ProtocolError("internal", f"the model failed: {err}").event(), None)], False)
-        finally:
-            if events is not None:
-                events.close()
+    def _deliver(self, events: list[Event], jobs: dict[str, tuple[Job, Answer]]) -> None:
+        """The live batch's events to their clients; an answered job leaves `jobs`."""
+        for event in events:
+            if event.request not in jobs:
+                continue
+            job, answer = jobs[event.request]
+            if job.cancelled.is_set():
+                continue
+            outs = answer.feed(event)
+            if event.kind == "done":
+                del jobs[event.request]
+                self._finish(job, outs, served=True)
+            else:
+                for out in outs:
+                    job.emit(out)
 
     def _finish(self, job: Job, last: list[Out], served: bool) -> None:
         """Marks the job finished before its last events go out, so that closing it then cancels nothing."""

@@ -33,7 +33,7 @@ import websockets
 from omni.audio import load_audio
 from omni.serve.client import read_events, ws_url
 from omni.serve.launch import launched
-from omni.serve.tiny import write_tiny_models
+from omni.tiny import write_tiny_models
 
 RECORDINGS = Path("/usr/share/pocketsphinx/test/data")
 MAX_SECONDS = 10.0

@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from omni.generate import Event
 from omni.serve.launch import Server, launched
-from omni.serve.tiny import write_tiny_models
+from omni.speech_generator import Event
+from omni.tiny import write_tiny_models
 
 # 3 s of read speech, 16 kHz 16-bit mono (Debian's pocketsphinx-testdata, installed by make's system-deps)
 WAV = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
@@ -53,34 +53,49 @@ class Vocoder:
 
 
 class Script:
-    """Answers each request of a batch with `tokens` words and 100-sample chunks; records the batches."""
+    """A scripted stand-in for the generator's live batch (`SpeechGenerator.live`): each row answers with `tokens`
+    words and a 100-sample chunk per word; records every join (how many questions, their Omegas, their histories)
+    and the rows stepped, and fails at step `fail_at` if set."""
 
     vocoder = Vocoder()
 
     def __init__(self, tokens: int = 3, delay: float = 0.0, fail_at: int | None = None):
         self.tokens, self.delay, self.fail_at = tokens, delay, fail_at
-        self.batches: list[tuple[int, int | None]] = []
-        self.histories: list[list] = []  # each batch's requests' earlier turns
+        self.joins: list[list[int | None]] = []  # each join's questions' Omegas
+        self.histories: list[list] = []  # each join's questions' earlier turns
+        self.rows: dict = {}  # request -> words said so far
         self.steps = 0
-        self.closed = False
+        self.left: list = []
 
-    def batch(self, audios, chunk_size, max_new_tokens, histories=None):
-        self.batches.append((len(audios), chunk_size))
-        self.histories.append(list(histories or [()] * len(audios)))
-        self.closed = False
-        try:
-            for i in range(len(audios)):
-                yield Event("prefill", 0.0, request=i)
-            for step in range(self.tokens):
-                if step == self.fail_at:
-                    raise RuntimeError("out of memory")
-                time.sleep(self.delay)
-                self.steps += 1
-                for i in range(len(audios)):
-                    yield Event("text", 0.0, text=f" w{step}", request=i)
-                    yield Event("audio", 0.0, audio=np.full(100, step, np.float32), sample_rate=16000, request=i)
-            for i in range(len(audios)):
+    def live(self) -> Script:
+        self.rows = {}
+        return self
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, questions) -> list[Event]:
+        self.joins.append([q.chunk_size for q in questions])
+        self.histories.append([list(q.history) for q in questions])
+        self.rows |= {q.request: 0 for q in questions}
+        return [Event("prefill", 0.0, request=q.request) for q in questions]
+
+    def leave(self, request) -> None:
+        if self.rows.pop(request, None) is not None:
+            self.left.append(request)
+
+    def step(self) -> list[Event]:
+        if self.steps == self.fail_at:
+            raise RuntimeError("out of memory")
+        time.sleep(self.delay)
+        self.steps += 1
+        events = []
+        for request, said in list(self.rows.items()):
+            events.append(Event("text", 0.0, text=f" w{said}", request=request))
+            events.append(Event("audio", 0.0, audio=np.full(100, said, np.float32), sample_rate=16000, request=request))
+            self.rows[request] = said + 1
+            if said + 1 == self.tokens:
                 words = "".join(f" w{s}" for s in range(self.tokens))
-                yield Event("done", 0.0, words, [1], np.zeros(0), 16000, request=i)
-        finally:
-            self.closed = True
+                events.append(Event("done", 0.0, words, [1], np.zeros(0), 16000, request=request))
+                del self.rows[request]
+        return events

@@ -17,6 +17,7 @@ import websockets
 from omni.audio import load_audio
 from omni.serve.client import ServeError, ask, ask_ws, read_events, ws_url
 from omni.serve.launch import free_port
+from tests.questions import bad_questions
 from tests.serve.conftest import MAX_MESSAGE_BYTES, MAX_QUEUE, MAX_SECONDS, WAV, health, wait_until
 
 START = {"type": "start", "format": "f32", "chunk_size": 5, "sample_rate": 16000}
@@ -160,6 +161,13 @@ def test_http_bad_input_gets_an_error_body(server, body, kind, status):
     with pytest.raises(ServeError, match="bad_message"):
         ask(server.url, WAV, chunk_size=-1)
     assert ask(server.url, WAV).text
+
+
+@pytest.mark.parametrize("case", list(bad_questions(MAX_SECONDS)))
+def test_http_refuses_a_bad_question_file_as_omni_generate_does(server, case):
+    body, kind, message = bad_questions(MAX_SECONDS)[case]
+    response = httpx.post(f"{server.url}/v1/answer", content=body, timeout=60)
+    assert response.status_code == 400 and response.json() == {"type": "error", "kind": kind, "message": message}
 
 
 def test_a_message_over_the_transport_limit_closes_only_its_connection(server):

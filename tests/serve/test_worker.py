@@ -1,4 +1,4 @@
-"""The worker's batching, bounds and cancellation, in process with a scripted stand-in for the generator."""
+"""The worker's continuous batching, bounds and cancellation, in process with a scripted stand-in for the generator."""
 
 from __future__ import annotations
 
@@ -37,19 +37,24 @@ async def collect(job: Job) -> list[dict]:
     return events
 
 
-def test_questions_waiting_together_are_answered_in_one_batch_per_omega():
-    script = Script()
+def test_questions_asked_together_start_together_and_later_ones_join_the_running_batch():
+    script = Script(tokens=6, delay=0.02)
 
     async def test(worker):
-        tasks = [(await ask(worker, omega))[1] for omega in (10, 10, 20, 10)]
+        tasks = [(await ask(worker, omega))[1] for omega in (10, 20)]  # within the window: one prefill, any Omegas
+        while script.steps < 2:
+            await asyncio.sleep(0.005)
+        tasks += [(await ask(worker, 10))[1]]  # while the others are answered: joins at the next step
         answers = await asyncio.gather(*tasks)
         for events in answers:
-            assert [e["type"] for e in events][-1] == "done" and events[-1]["text"] == " w0 w1 w2"
-            assert [e["seq"] for e in events if e["type"] == "audio"] == [0, 1, 2]
-        assert worker.status()["served"] == 4 and worker.status()["active"] == 0
+            assert [e["type"] for e in events][-1] == "done" and events[-1]["text"] == " w0 w1 w2 w3 w4 w5"
+            assert [e["seq"] for e in events if e["type"] == "audio"] == [0, 1, 2, 3, 4, 5]
+        assert worker.status()["served"] == 3 and worker.status()["active"] == 0
+        assert worker.status()["batched"] == 3 and worker.status()["batches"] == 1
 
     with_worker(script, test, batch_window=0.3, max_batch=4)
-    assert script.batches == [(3, 10), (1, 20)]
+    assert script.joins == [[10, 20], [10]]
+    assert script.steps < 12  # the third did not wait for the first two to finish
 
 
 def test_a_full_worker_is_busy_until_a_place_is_freed():
@@ -66,7 +71,7 @@ def test_a_full_worker_is_busy_until_a_place_is_freed():
     with_worker(Script(), test, max_queue=2)
 
 
-def test_a_batch_whose_clients_all_left_stops_and_the_next_is_answered():
+def test_an_answer_whose_client_left_leaves_the_batch_and_the_next_is_answered():
     script = Script(tokens=200, delay=0.01)
 
     async def test(worker):
@@ -75,7 +80,7 @@ def test_a_batch_whose_clients_all_left_stops_and_the_next_is_answered():
             await asyncio.sleep(0.01)
         job.close()
         await asyncio.wait_for(task, 1)  # its events end at once
-        await asyncio.to_thread(wait_until, lambda: script.closed, 2)
+        await asyncio.to_thread(wait_until, lambda: script.left == [job.id], 2)
         assert script.steps < 200 and worker.status()["cancelled"] == 1
         script.tokens, script.delay = 2, 0.0
         _, second = await ask(worker)
