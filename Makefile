@@ -77,7 +77,7 @@ HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-serve bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-tts-demo train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
 
@@ -146,6 +146,14 @@ bench-history: $(STAGE1_MODEL) $(HELDOUT)
 bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
 	$(PY) tests/benchmarks/bench_hidden_cache_build.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/units/train.jsonl
+
+## the voice server under load: first packet for 1 client and 8 at once (1 in 4 bad), side by side; tiny models,
+## then the demo's when trained (about 1 min each)
+bench-serve: setup
+	$(PY) tests/benchmarks/load_serve.py
+	@if [ -f $(STAGE2_RUN)/model/speech_decoder.yaml ] && [ -f $(VOCODER_RUN)/model/vocoder.yaml ]; then \
+		$(PY) tests/benchmarks/load_serve.py --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
+			--vocoder $(VOCODER_RUN)/model --max-new-tokens 128; fi
 
 ## the GPU check: stage 1/2 steps and streaming latency at the paper's shapes (small shapes on a CPU): runs/gpu_check
 gpu-check: setup

@@ -50,11 +50,17 @@ class Conversation:
         `interrupted` answer is what the user heard before talking over it, kept marked and ending in "…", so the
         next question is answered knowing where the last answer was cut (even before its first word)."""
         if interrupted:
-            answer = answer.rstrip() + "…"
+            answer = _as_heard(answer)
         elif not answer.strip():
             return False
         self.turns += [Turn("user", text, question), Turn("assistant", answer, interrupted=interrupted)]
         return True
+
+    def cut_last_answer(self, heard: str) -> None:
+        """The user spoke over the last answer after it was written: keep only what was heard, marked interrupted."""
+        if not self.turns or self.turns[-1].role != "assistant":
+            raise ValueError("the conversation does not end with an answer to cut")
+        self.turns[-1] = Turn("assistant", _as_heard(heard), interrupted=True)
 
     def ask(
         self,
@@ -113,3 +119,8 @@ class Conversation:
         if problem := check_history(turns):
             raise ValueError(f"{path}: turn {problem[0]}, field {problem[1]!r}: {problem[2]}")
         return cls(max_exchanges, turns)
+
+
+def _as_heard(text: str) -> str:
+    """An interrupted answer's text: what was heard, ending in "…" where it was cut."""
+    return text.rstrip() + "…"

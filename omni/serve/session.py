@@ -9,7 +9,8 @@ Barge-in: while an answer streams, the session still reads the inbox. An `interr
 over the answer) stops it at the model's next token step; no audio of it follows the `interrupted` event, and the
 conversation keeps the answer cut where the client heard it: the text written up to the last audio chunk the client
 had played (`played` samples; all it was sent, if it does not say). Other messages that arrive meanwhile (the next
-question, sent back to back) wait their turn.
+question, sent back to back) wait their turn. An answer is written faster than it is played, so the user often
+speaks over one the server has finished: an `interrupt` between questions cuts the last answer the same way.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ClientSession:
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=8)
         self.later: collections.deque[Message | None] = collections.deque()  # read while an answer streamed
         self.job: Job | None = None
+        self.last: tuple[str, _Heard] | None = None  # the last answer's id and what it sent: an interrupt may cut it
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
@@ -91,8 +93,12 @@ class ClientSession:
             options = parse_text(message["text"])
             if options["type"] == "end":
                 raise ProtocolError("bad_message", "end without a start")
+            if options["type"] == "interrupt":
+                await self._cut_last(options)
+                return await self._receive()
             if options["type"] == "reset":
                 self.conversation.turns.clear()
+                self.last = None
                 await self._send({"type": "reset"})
                 return await self._receive()
         except ProtocolError as err:
@@ -102,6 +108,7 @@ class ClientSession:
 
     async def _question(self, options: dict[str, Any]) -> Message | None:
         """One question from its start message; returns the first message after it."""
+        self.last = None
         deadline = asyncio.get_running_loop().time() + self.max_seconds + QUESTION_GRACE_S
         try:
             start = parse_start(options)
@@ -179,7 +186,8 @@ class ClientSession:
         event, pcm = item
         if event["type"] == "done":
             event["context_turns"] = len(history)
-            self.conversation.add(audio, event["text"])
+            if self.conversation.add(audio, event["text"]):
+                self.last = (event["id"], heard)
         elif event["type"] == "text":
             heard.text += event["delta"]
         await self._send(event)
@@ -198,13 +206,23 @@ class ClientSession:
 
     async def _interrupt(self, job: Job, audio: Any, heard: _Heard, message: dict[str, Any]) -> None:
         """Stop the answer; the conversation keeps the text of what the client played, marked interrupted."""
-        played = message.get("played", heard.samples)
-        played = heard.samples if not isinstance(played, int) or played < 0 else min(played, heard.samples)
-        text = next((text for end, text in reversed(heard.chunks) if end <= played), "")
+        played, text = heard.cut(message.get("played"))
         self.worker.interrupt(job)
         self.conversation.add(audio, text, interrupted=True)
-        await self._send({"type": "interrupted", "id": job.id, "played": played, "heard": text})
-        logger.info("%s interrupted after %d samples: %r heard", job.id, played, text)
+        await self._interrupted(job.id, played, text)
+
+    async def _cut_last(self, message: dict[str, Any]) -> None:
+        """An interrupt between questions: the last answer, finished but still being played, is cut where heard."""
+        if self.last is None:
+            raise ProtocolError("bad_message", "interrupt with no answer to stop: send it while an answer plays")
+        (id_, heard), self.last = self.last, None
+        played, text = heard.cut(message.get("played"))
+        self.conversation.cut_last_answer(text)
+        await self._interrupted(id_, played, text)
+
+    async def _interrupted(self, id_: str, played: int, text: str) -> None:
+        await self._send({"type": "interrupted", "id": id_, "played": played, "heard": text})
+        logger.info("%s interrupted after %d samples: %r heard", id_, played, text)
 
     async def _fail(self, err: ProtocolError) -> None:
         self.on_error(err.kind)
@@ -222,6 +240,11 @@ class _Heard:
         self.text = ""
         self.samples = 0
         self.chunks: list[tuple[int, str]] = []
+
+    def cut(self, played: Any) -> tuple[int, str]:
+        """The samples the client says it played (all sent, if it does not say) and the text they spoke."""
+        played = self.samples if not isinstance(played, int) or played < 0 else min(played, self.samples)
+        return played, next((text for end, text in reversed(self.chunks) if end <= played), "")
 
 
 def _is_interrupt(message: Message) -> bool:

@@ -4,13 +4,15 @@
     python tests/benchmarks/load_serve.py --model runs/stage1_demo/model --decoder runs/stage2_demo/model \
         --vocoder runs/vocoder_demo/model --max-new-tokens 128
 
-Starts a real server, then `--clients` clients ask over the WebSocket, one question after another, until
-`--requests` questions were asked or `--seconds` passed. Every `--bad-every`th question is bad, in turn:
+Starts a real server; one client asks `--requests` / 4 questions, one after another (the baseline), then
+`--clients` clients ask over the WebSocket at once until `--requests` questions were asked or `--seconds` passed.
+Every `--bad-every`th question is bad, in turn:
 empty, NaN, not audio, too long, malformed, too large, or a client that leaves mid-answer. The good ones
 are Debian's pocketsphinx test recordings (1-7 s of speech), sent at once, not at the pace of speech.
 Prints first-packet p50/p90 (from the end of the question to the first audio, at the client), throughput,
 outcomes by kind, good questions dropped (any: exit status 1) and the server's memory (RSS) before,
-at its peak and after, with its own counters.
+at its peak and after, with its own counters; last, side by side, the first packet under load against alone:
+the ratio of the loaded p90 to the lone p50 (continuous batching's target: 4x or less).
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ async def bad(url: str, kind: str, audio: np.ndarray) -> dict:
     return {"outcome": "closed"}
 
 
-async def load(url: str, clips: list[np.ndarray], args: argparse.Namespace) -> tuple[list[dict], float]:
-    plan = iter(range(args.requests))
+async def load(
+    url: str, clips: list[np.ndarray], args: argparse.Namespace, clients: int, requests: int
+) -> tuple[list[dict], float]:
+    plan = iter(range(requests))
     bad_kinds = itertools.cycle(BAD)
     deadline = time.monotonic() + args.seconds
     results: list[dict] = []
@@ -110,7 +114,7 @@ async def load(url: str, clips: list[np.ndarray], args: argparse.Namespace) -> t
             results.append({"kind": kind, **result})
 
     began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(args.clients)))
+    await asyncio.gather(*(client() for _ in range(clients)))
     return results, time.perf_counter() - began
 
 
@@ -145,27 +149,41 @@ def main() -> None:
     with launched(flags) as server:
         process = psutil.Process(server.process.pid)
         asyncio.run(good(server.url, clips[0]))  # the first answer of a process allocates what later ones reuse
+        alone, _ = asyncio.run(load(server.url, clips, args, 1, max(args.requests // 4, 4)))
         rss, stop = [process.memory_info().rss], threading.Event()
         watcher = threading.Thread(target=watch_memory, args=(process, rss, stop), daemon=True)
         watcher.start()
-        results, wall = asyncio.run(load(server.url, clips, args))
+        results, wall = asyncio.run(load(server.url, clips, args, args.clients, args.requests))
         stop.set()
         watcher.join()
         rss.append(process.memory_info().rss)
         status = httpx.get(f"{server.url}/health").json()
-    report(results, wall, rss, status, args)
+    failed = report(results, wall, rss, status, args)
+    lone, loaded = first_packets(alone), first_packets(results)
+    print(f"\n| clients | first packet p50 | p90 |\n|---|---|---|\n| 1 | {lone[0]:.0f} ms | {lone[1]:.0f} ms |")
+    print(f"| {args.clients} | {loaded[0]:.0f} ms | {loaded[1]:.0f} ms |")
+    print(f"\n{args.clients}-client p90 / 1-client p50: {loaded[1] / lone[0]:.2f}x")
+    if failed:
+        raise SystemExit(1)
 
 
-def report(results: list[dict], wall: float, rss: list[int], status: dict, args) -> None:
+def first_packets(results: list[dict]) -> tuple[float, float]:
+    """p50 and p90 of the answered questions' first packets (ms)."""
+    firsts = [r["first_packet_ms"] for r in results if r.get("first_packet_ms") is not None]
+    return float(np.percentile(firsts, 50)), float(np.percentile(firsts, 90))
+
+
+def report(results: list[dict], wall: float, rss: list[int], status: dict, args) -> bool:
+    """The loaded run's figures; True if a good question was dropped or a bad one not refused."""
     answered = [r for r in results if r["outcome"] == "answered"]
     goods = [r for r in results if r["kind"] == "good"]
-    firsts = [r["first_packet_ms"] for r in answered if r["first_packet_ms"] is not None]
     audio = sum(r["audio_s"] for r in answered)
     dropped = len(goods) - len(answered)
     unexpected = [r for r in results if r["kind"] != "good" and r["outcome"] not in ("refused", "left")]
     mib = 1 << 20
     print(f"{len(results)} questions from {args.clients} clients in {wall:.1f} s ({len(goods)} good)")
-    print(f"first packet (client): p50 {np.percentile(firsts, 50):.0f} ms, p90 {np.percentile(firsts, 90):.0f} ms")
+    p50, p90 = first_packets(answered)
+    print(f"first packet (client): p50 {p50:.0f} ms, p90 {p90:.0f} ms")
     print(f"throughput: {len(answered) / wall:.2f} answers/s, {audio / wall:.2f} s of answer audio per s")
     outcomes = Counter(f"{r['kind']}: {r['outcome']}" for r in results)
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
@@ -177,8 +195,7 @@ def report(results: list[dict], wall: float, rss: list[int], status: dict, args)
     print(f"server RSS: {rss[0] / mib:.0f} MiB before, {quarters} MiB after each quarter of the run, ", end="")
     print(f"{rss[-1] / mib:.0f} MiB after, {max(rss) / mib:.0f} MiB peak")
     print(f"good questions dropped: {dropped}; bad ones not refused as they should be: {len(unexpected)}")
-    if dropped or unexpected or status["active"]:
-        raise SystemExit(1)
+    return bool(dropped or unexpected or status["active"])
 
 
 if __name__ == "__main__":

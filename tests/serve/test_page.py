@@ -8,10 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+from omni.serve.launch import Server, launched
 from tests.serve.conftest import WAV
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,3 +101,41 @@ def test_hands_free_ends_the_question_when_the_speech_stops(server):
         assert 3.0 < answer["questionSeconds"] < 6.0  # the 3 s wav and the detector's 0.8 s of quiet
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def talkative_server(tiny_models, tmp_path_factory) -> Iterator[Server]:
+    """The tiny models with answers of about 4 s (256 tokens): long enough to be talked over."""
+    args = [f"--{name}={path}" for name, path in tiny_models.items()] + ["--device=cpu", "--max-new-tokens=256"]
+    with launched(args, log=tmp_path_factory.mktemp("serve_log") / "serve.log") as running:
+        yield running
+
+
+def test_speaking_over_the_answer_stops_it_and_the_next_question_is_answered(talkative_server, tmp_path):
+    """Hands-free: a question, 1.2 s of quiet (the question ends after 0.8 s), then a second question spoken
+    while the first answer plays."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    speech, rate = sf.read(WAV, dtype="float32")
+    quiet = np.zeros(int(1.2 * rate), np.float32)
+    microphone = tmp_path / "microphone.wav"
+    sf.write(microphone, np.concatenate([speech, quiet, speech, np.zeros(4 * rate, np.float32)]), rate)
+    driver = browser(f"{microphone}%noloop")
+    try:
+        driver.get(talkative_server.url)
+        driver.find_element(By.ID, "handsfree").click()
+        driver.find_element(By.ID, "talk").click()
+        second = "const a = window.omni.answers[1]; return !!a && (a.done || !!a.error)"
+        WebDriverWait(driver, 90).until(lambda d: d.execute_script(second))
+        first, second = driver.execute_script("return window.omni.answers")
+        interrupts = driver.execute_script("return window.omni.interrupts")
+    finally:
+        driver.quit()
+    cut = first["interrupted"]
+    assert interrupts == 1 and cut and cut["stopped"] >= 1  # audio still to play was stopped at once
+    assert isinstance(cut["heard"], str) and first["text"].startswith(cut["heard"])  # the server said what was kept
+    assert 0 < cut["played"] < first["samples"] or not first["done"]
+    assert second["error"] is None and second["done"] and second["text"].strip()
+    assert second["contextTurns"] == 2  # answered after the cut first exchange
+    assert 3.0 < second["questionSeconds"] < 6.5  # the spoken second question, from its start (the pre-roll)

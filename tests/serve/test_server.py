@@ -97,6 +97,34 @@ def test_a_connection_is_a_conversation_answered_in_the_context_of_its_earlier_t
     assert second["text"] != first["text"]  # the same question, asked again after an answer, reads differently
 
 
+def test_an_interrupt_after_the_first_chunk_stops_the_audio_and_the_next_answer_knows_it(server):
+    audio = load_audio(WAV)
+
+    async def talk():
+        async with websockets.connect(ws_url(server.url)) as ws:
+            await ws.send(json.dumps(START))
+            await ws.send(audio.astype("<f4").tobytes())
+            await ws.send(END)
+            before, after = [], []
+            async for event in read_events(ws):
+                (after if any(e["type"] == "audio" for e in before) else before).append(event)
+                if event["type"] == "audio" and not after:
+                    await ws.send(json.dumps({"type": "interrupt", "played": len(event["pcm"])}))
+                if event["type"] == "interrupted":
+                    break
+            return before, after, await question(ws, audio)
+
+    before, after, following = asyncio.run(talk())
+    interrupted = after[-1]
+    assert interrupted["type"] == "interrupted" and interrupted["id"] == before[0]["id"]
+    heard = "".join(e["delta"] for e in before if e["type"] == "text")
+    assert interrupted["played"] == before[-1]["samples"] and interrupted["heard"] == heard
+    assert following[0]["type"] == "accepted" and following[-1]["type"] == "done"  # no audio of the cut answer
+    assert following[-1]["context_turns"] == 2
+    alone = ask(server.url, WAV, chunk_size=5).text
+    assert following[-1]["text"] != alone  # answered after the cut answer, not as if alone
+
+
 def test_http_streams_the_same_events_as_ndjson(server):
     response = httpx.post(f"{server.url}/v1/answer?stream=true&chunk_size=5", content=WAV.read_bytes(), timeout=120)
     assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"

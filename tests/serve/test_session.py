@@ -79,3 +79,58 @@ def test_each_connection_is_a_conversation_the_model_gets_with_each_question():
     second = script.histories[1][0]
     assert [t.role for t in second] == ["user", "assistant"] and second[1].text == dones[0]["text"]
     assert len(second[0].audio) == 8000 and script.histories[2][0][1].text == dones[1]["text"]
+
+
+def ask(ws, options: dict = START) -> None:
+    ws.send_json(options)
+    ws.send_bytes(SPEECH)
+    ws.send_json({"type": "end"})
+
+
+def events_until(ws, kind: str) -> list[dict]:
+    """Events up to the first of `kind` (audio events with their samples' length)."""
+    events = []
+    while not events or events[-1]["type"] != kind:
+        event = ws.receive_json()
+        if event["type"] == "audio":
+            event["pcm"] = len(ws.receive_bytes())
+        events.append(event)
+    return events
+
+
+def test_an_interrupt_stops_the_answer_and_the_next_question_gets_what_was_heard():
+    script = Script(tokens=200, delay=0.01)  # 2 s of answer: the interrupt comes long before its end
+    with TestClient(create_app(script, Settings())) as http, http.websocket_connect("/v1/stream") as ws:
+        ask(ws)
+        first = events_until(ws, "audio")
+        assert [e["delta"] for e in first if e["type"] == "text"] == [" w0"]
+        ws.send_json({"type": "interrupt", "played": 100})  # the client played the first chunk (100 samples)
+        cut = events_until(ws, "interrupted")
+        assert cut[-1] == {"type": "interrupted", "id": first[0]["id"], "played": 100, "heard": " w0"}
+        assert all(e["type"] in ("text", "audio", "timing") for e in cut[:-1])  # what was under way when it arrived
+        ask(ws)
+        second = events_until_end(ws)  # no audio of the cut answer after "interrupted": the next question's
+        assert second[0]["type"] == "accepted" and second[-1]["type"] == "done"
+        assert second[-1]["context_turns"] == 2 and http.get("/health").json()["interrupted"] == 1
+    answer = script.histories[1][0][1]
+    assert (answer.role, answer.text, answer.interrupted) == ("assistant", " w0…", True)
+    assert script.steps < 200 + 200  # the cut answer left the batch: it was not written to its end
+
+
+def test_an_interrupt_after_the_answer_was_written_cuts_it_where_it_was_heard():
+    script = Script(tokens=3)
+    with TestClient(create_app(script, Settings())) as http, http.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "interrupt"})  # nothing to stop yet
+        assert ws.receive_json()["kind"] == "bad_message"
+        ask(ws)
+        done = events_until_end(ws)[-1]
+        assert done["text"] == " w0 w1 w2"
+        ws.send_json({"type": "interrupt", "played": 250})  # still playing: two chunks and half of the third
+        assert ws.receive_json() == {"type": "interrupted", "id": done["id"], "played": 250, "heard": " w0 w1"}
+        ws.send_json({"type": "interrupt"})  # the same answer cannot be cut twice
+        assert ws.receive_json()["kind"] == "bad_message"
+        ask(ws)
+        assert events_until_end(ws)[-1]["context_turns"] == 2
+        assert http.get("/health").json()["interrupted"] == 0  # nothing was stopped in the batch
+    answer = script.histories[1][0][1]
+    assert (answer.text, answer.interrupted) == (" w0 w1…", True)

@@ -1,6 +1,8 @@
 // The page of `omni serve`: microphone -> WebSocket (/v1/stream, see omni/serve/protocol.py) -> text and audio.
 // The audio context runs at 16 kHz, so the microphone arrives already as the 16 kHz float32 the server takes
 // and the answer is asked for at that rate too. window.omni holds every answer's figures (the browser test reads it).
+// Barge-in: speaking over an answer (hands-free), or pressing to talk, stops its playback at once and sends
+// {"type": "interrupt", "played": samples played}; the server keeps what was heard for the next question.
 "use strict";
 
 const RATE = 16000;
@@ -8,6 +10,8 @@ const FRAME = 1600; // samples per message: 100 ms
 const SPEECH_RMS = 0.02; // hands-free: louder is speech...
 const QUIET_RMS = 0.01; // ...and quieter than this for QUIET_MS after speech ends the question
 const QUIET_MS = 800;
+const BARGE_MS = 250; // hands-free: this much speech over an answer interrupts it...
+const PREROLL = 8000; // ...and the last 0.5 s of microphone, its start, opens the new question
 const WAVE_PEAKS = 625; // the waveform's width shows 5 s; longer questions are squeezed
 const $ = (id) => document.getElementById(id);
 const state = { answers: [], scheduled: 0 };
@@ -18,6 +22,11 @@ let ws = null;
 let listening = false;
 let pressed = false; // the button or space bar is held (hold mode)
 let current = null; // the answer being asked or written
+let cut = null; // an interrupted answer whose "interrupted" event has not come yet: its events are dropped
+const archived = new WeakMap(); // answer -> its line under "Earlier answers"
+let sources = []; // the current answer's scheduled chunks: { source, at, samples, rate }
+let preroll = []; // hands-free, between questions: the latest microphone samples
+let speechMs = 0; // hands-free, while an answer plays: how long the speech over it has lasted
 let announced = null; // the audio event whose samples are the next binary message
 let playhead = 0; // when the scheduled audio ends, in ctx time
 let frame = [];
@@ -65,7 +74,9 @@ async function startTalking() {
     return;
   }
   if (!$("handsfree").checked && !pressed) return; // released while the microphone was being opened
+  if (current && answering()) interrupt();
   if (current) archive(current);
+  sources = [];
   current = { id: null, text: "", chunks: 0, samples: 0, sampleRate: RATE, firstPacketMs: null,
               serverFirstPacketMs: null, questionSeconds: 0, done: false, error: null, endedAt: 0 };
   state.answers.push(current);
@@ -77,6 +88,9 @@ async function startTalking() {
   peaks = [];
   heard = false;
   quietSince = 0;
+  const opening = preroll;
+  preroll = [];
+  for (const samples of opening) onSamples(samples);
   $("talk").classList.add("on");
   $("talk").textContent = $("handsfree").checked ? "Listening… (click to stop)" : "Listening… release to ask";
   setStatus("listening");
@@ -95,7 +109,7 @@ function stopTalking(send = true) {
 }
 
 function onSamples(samples) {
-  if (!listening) return;
+  if (!listening) return $("handsfree").checked && overAnswer(samples);
   frame.push(samples);
   framed += samples.length;
   current.questionSeconds += samples.length / RATE;
@@ -109,6 +123,49 @@ function onSamples(samples) {
   if (framed >= FRAME) sendFrame();
   drawWave();
   if ($("handsfree").checked) detectEnd(Math.sqrt(energy / samples.length));
+}
+
+function rmsOf(samples) {
+  let energy = 0;
+  for (const s of samples) energy += s * s;
+  return Math.sqrt(energy / samples.length);
+}
+
+// Hands-free between questions: keep the last PREROLL samples; speech over an answer for BARGE_MS interrupts it
+// and starts the next question with them.
+function overAnswer(samples) {
+  preroll.push(samples);
+  while (preroll.length * samples.length > PREROLL) preroll.shift();
+  if (!current || !answering()) return (speechMs = 0);
+  const ms = (1000 * samples.length) / RATE; // loud blocks count up, others down at half the rate (speech dips)
+  speechMs = rmsOf(samples) > SPEECH_RMS ? speechMs + ms : Math.max(0, speechMs - ms / 2);
+  if (speechMs >= BARGE_MS) {
+    speechMs = 0;
+    interrupt(); // at once: playback stops before the new question is opened
+    startTalking();
+  }
+}
+
+// The answer (accepted by the server) is still coming or still playing, and not already cut.
+function answering() {
+  const playing = ctx && ctx.currentTime < playhead;
+  return current.id !== null && !current.error && !current.interrupted && !cut && (!current.done || playing);
+}
+
+// Stop the answer's playback now; tell the server how much of it was played.
+function interrupt() {
+  const now = ctx.currentTime;
+  let played = 0;
+  for (const chunk of sources) {
+    played += Math.round(Math.min(chunk.samples, Math.max(0, (now - chunk.at) * chunk.rate)));
+    if (chunk.at + chunk.samples / chunk.rate > now) chunk.source.stop();
+  }
+  current.interrupted = { played, stopped: sources.filter((c) => c.at + c.samples / c.rate > now).length, heard: null };
+  sources = [];
+  playhead = 0;
+  cut = current;
+  state.interrupts = (state.interrupts || 0) + 1;
+  ws.send(JSON.stringify({ type: "interrupt", played }));
 }
 
 function detectEnd(rms) {
@@ -136,8 +193,18 @@ function sendFrame() {
 }
 
 function onMessage(e) {
-  if (typeof e.data !== "string") return onAudio(new Float32Array(e.data));
+  if (typeof e.data !== "string") return cut ? undefined : onAudio(new Float32Array(e.data));
   const event = JSON.parse(e.data);
+  if (cut) {
+    // the interrupted answer's last events, up to its "interrupted" (or an error: nothing left to stop)
+    if (event.type === "interrupted") {
+      cut.interrupted.heard = event.heard;
+      if (archived.has(cut)) archived.get(cut).textContent = summary(cut); // now with what was heard
+    }
+    if (event.type === "audio") cut.interrupted.dropped = (cut.interrupted.dropped || 0) + 1;
+    if (event.type === "interrupted" || event.type === "error") cut = null;
+    return;
+  }
   if (!current) return;
   if (event.type === "accepted") current.id = event.id;
   else if (event.type === "text") current.text += event.delta;
@@ -145,6 +212,7 @@ function onMessage(e) {
   else if (event.type === "timing" && event.name === "first_packet") current.serverFirstPacketMs = event.ms;
   else if (event.type === "done") {
     current.done = true;
+    current.contextTurns = event.context_turns;
     setStatus("ready");
   } else if (event.type === "error") {
     fail(`${event.kind}: ${event.message}`);
@@ -174,6 +242,7 @@ function play(samples, rate) {
   const at = Math.max(playhead, ctx.currentTime + 0.1);
   source.start(at);
   playhead = at + buffer.duration;
+  sources.push({ source, at, samples: samples.length, rate });
   state.scheduled += 1;
 }
 
@@ -200,11 +269,17 @@ function render() {
   $("audio-info").textContent = current.chunks ? `${current.chunks} audio chunks, ${seconds} s` : "";
 }
 
+function summary(answer) {
+  const latency = answer.firstPacketMs === null ? "no audio" : `first packet ${Math.round(answer.firstPacketMs)} ms`;
+  let said = answer.error ? answer.error : answer.text.trim().slice(0, 120);
+  if (answer.interrupted) said = `${(answer.interrupted.heard ?? answer.text).trim().slice(0, 120)}… (interrupted)`;
+  return `${answer.questionSeconds.toFixed(1)} s question, ${latency}: ${said}`;
+}
+
 function archive(answer) {
   const item = document.createElement("li");
-  const latency = answer.firstPacketMs === null ? "no audio" : `first packet ${Math.round(answer.firstPacketMs)} ms`;
-  const said = answer.error ? answer.error : answer.text.trim().slice(0, 120);
-  item.textContent = `${answer.questionSeconds.toFixed(1)} s question, ${latency}: ${said}`;
+  item.textContent = summary(answer);
+  archived.set(answer, item);
   if (answer.error) item.className = "error";
   $("history").prepend(item);
   $("earlier").hidden = false;
