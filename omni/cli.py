@@ -16,6 +16,11 @@ import os
 import sys
 from collections.abc import Callable
 
+# OpenMP threads that spin while they wait take the cores from any other job and lose their own turns when the cores
+# are busy: an answer of 0.3 s took 2-12 s beside a competing job, 0.4-0.8 s waiting passively (docs/results.md).
+# Set before torch is imported (the commands import it after this module); the user's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 COMMANDS = {
     "generate": "omni.generate",  # spoken question -> streamed text and speech
     "units": "omni.units",  # answers' speech -> unit sequences
