@@ -103,14 +103,20 @@ def test_mismatched_parts_are_refused(parts):
         SpeechGenerator(model, decoder, small)
 
 
-@pytest.mark.parametrize("fusion", ["add", "gate"])
-def test_a_decoder_reading_token_embeddings_streams_them_incrementally(parts, fusion):
-    model, plain = parts
+def fused_decoder(model, plain: SpeechDecoder, fusion: str) -> SpeechDecoder:
+    """`plain`'s decoder reading the model's token embeddings through `fusion`, seeded, its blank made rarer."""
     torch.manual_seed(1)
     config = replace(plain.config, input=DecoderInputConfig(fusion, frame_offsets=True))
     decoder = SpeechDecoder(config, model.hidden_size, TextEmbeddings.from_model(model)).eval()
     with torch.no_grad():
         decoder.output_proj.bias[-1] = -2.0
+    return decoder
+
+
+@pytest.mark.parametrize("fusion", ["add", "gate"])
+def test_a_decoder_reading_token_embeddings_streams_them_incrementally(parts, fusion):
+    model, plain = parts
+    decoder = fused_decoder(model, plain, fusion)
     ours = run((model, decoder), chunk_size=5)[-1]
     reference = run((model, decoder), chunk_size=5, incremental=False)[-1]
     assert ours.units == reference.units and len(ours.units) >= 8
@@ -124,11 +130,7 @@ def test_questions_that_join_and_leave_a_running_batch_get_the_answers_they_get_
     """Continuous batching: a question joins at any token step, another leaves mid-answer; each answer's text,
     units and audio are those it gets alone."""
     model, plain = parts
-    torch.manual_seed(1)
-    config = replace(plain.config, input=DecoderInputConfig(fusion, frame_offsets=True))
-    decoder = SpeechDecoder(config, model.hidden_size, TextEmbeddings.from_model(model)).eval()
-    with torch.no_grad():
-        decoder.output_proj.bias[-1] = -2.0
+    decoder = fused_decoder(model, plain, fusion)
     generator = SpeechGenerator(model, decoder, Tones(), join="bare")
     clips = {name: noise(seconds, seed) for name, seconds, seed in (("a", 1.5, 3), ("b", 0.7, 4), ("c", 1.1, 5))}
     omegas = {"a": 3, "b": 5, "c": None}  # each its own Omega, in one batch
