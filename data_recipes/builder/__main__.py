@@ -21,7 +21,6 @@ from pathlib import Path
 
 from data_recipes.builder.config import BuildConfig
 from data_recipes.builder.pipeline import ShardBuild, merge
-from data_recipes.builder.units import build_units_step
 from omni.atomic import write_atomic
 from omni.cli import command_parser
 from omni.config import annotate_yaml, load_config
@@ -36,6 +35,8 @@ def finish(config: BuildConfig) -> dict:
     """Merge the shards, then extract units when the config asks for them."""
     report = merge(config)
     if config.units.enabled:
+        from data_recipes.builder.units import build_units_step  # torch and the encoder: only when asked for
+
         report["units"] = build_units_step(config)
         write_atomic(Path(config.out) / "report.json", json.dumps(report, indent=2))
     return report

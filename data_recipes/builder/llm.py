@@ -20,13 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from omni.chat import Completion, chat_completions
 from omni.config import check, check_positive
+
+if TYPE_CHECKING:  # torch and transformers load with the local backend only, not for an endpoint
+    from omni.chat import Completion
 
 Conversation = list[dict[str, str]]
 BACKOFF_BASE_S = 0.5
@@ -115,6 +114,9 @@ class TransformersChat:
     """A local causal LM answering through `omni.chat` (chat template, left padding, batched generate)."""
 
     def __init__(self, config: LLMBackendConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if config.model.startswith((".", "/", "~")) and not Path(config.model).expanduser().exists():
             raise FileNotFoundError(f"no model directory {config.model} (the demo's SmolLM2: python -m omni.assets)")
         self.config = config
@@ -142,6 +144,8 @@ class TransformersChat:
     ) -> list[Completion | LLMError]:
         """One generate call; if it fails, each conversation alone, so that one bad item (a conversation
         its chat template rejects, say) costs only its own answer."""
+        from omni.chat import chat_completions
+
         try:
             kwargs = {"temperature": temperature, "seed": seed}
             return list(chat_completions(self.llm, self.tokenizer, conversations, max_new_tokens, **kwargs))
