@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from omni.audio import SAMPLE_RATE, AudioError, load_audio, mel_windows, to_mono_16k, truncation, window_frames
+from omni.augment import AugmentConfig, augment
 from omni.config import EncoderConfig
 from omni.prompt import IGNORE_INDEX, PromptBuilder, Turn, check_history
 
@@ -93,7 +94,8 @@ class SpeechInstructionDataset(Dataset):
     words; stage 2 learns from answers, and answers are cheaper to come by than spoken questions) or "none" (TTS
     pretraining of the speech decoder: answers and their units alone; no question is read). `path` may list several
     JSON-lines manifests, read as one set (a set of extra answers beside the spoken one, say): each record's files are
-    found from its own manifest.
+    found from its own manifest. `augment` (stage 1's training set) changes each question's audio as it is loaded,
+    drawn from (its seed, the epoch set by `set_epoch`, the record's index): omni/augment.py.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class SpeechInstructionDataset(Dataset):
         on_bad_record: OnBadRecord = "error",
         adaptor_stride: int | None = None,
         questions: Questions = "speech",
+        augment: AugmentConfig | None = None,
     ):
         if on_bad_record not in get_args(OnBadRecord):
             raise DataError(f"on_bad_record must be one of {get_args(OnBadRecord)}, got {on_bad_record!r}")
@@ -121,6 +124,8 @@ class SpeechInstructionDataset(Dataset):
         self.on_bad_record = on_bad_record
         self.adaptor_stride = adaptor_stride
         self.questions = questions
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.epoch = 0
         self.skip_log: Path | None = None
         self.skipped_at_load: dict[int, dict] = {}
         found = self._open()  # (manifest, line/row number) -> problem
@@ -327,12 +332,26 @@ class SpeechInstructionDataset(Dataset):
         except AudioError as err:
             raise DataError(str(err), Problem(record, "audio", str(err).removeprefix(f"{where}: "))) from err
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation draws are made (the trainer sets it before each epoch)."""
+        self.epoch = epoch
+
+    def _question_audio(self, index: int, row: dict) -> np.ndarray | None:
+        if row.get("audio") is None or self.questions == "none":
+            return None
+        audio = self._load_audio(index, row)
+        if self.augment is None:
+            return audio
+        changed = augment(audio, self.augment, np.random.default_rng([self.augment.seed, self.epoch, index]))
+        shortest = shortest_clip(self.adaptor_stride) if self.adaptor_stride else 1
+        return changed if len(changed) >= shortest else audio  # sped up below one speech embedding: as it was
+
     def _example(self, index: int) -> Example:
         row = self.rows[index]
         manifest, number = self._numbers[index]
         return Example(
             id=str(row.get("id", f"{manifest}:{number}" if manifest else number)),
-            audio=None if row.get("audio") is None or self.questions == "none" else self._load_audio(index, row),
+            audio=self._question_audio(index, row),
             response=row.get("response"),
             instruction=row.get("instruction"),
             units=row.get("units"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from omni.augment import AugmentConfig
 from omni.cli import command_parser
 from omni.config import (
     DecoderInputConfig,
@@ -126,6 +127,8 @@ class DataConfig:
     """held-out set for the evaluations; null for none"""
     on_bad_record: Literal["error", "skip"] = "error"
     """error = stop, listing every bad record | skip = leave them out, listed in <output_dir>/skipped_records.jsonl"""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """stage 1: changes to the training questions' audio (speed, room, telephone, noise, level); off by default"""
 
 
 @dataclass

@@ -201,6 +201,7 @@ class Trainer:
         evaluation; `frozen` signs what the run reads outside its config and training data (a frozen model's
         files); `save_kwargs` go to the model's `save_pretrained`."""
         train_data, collate, eval_data = data.train, data.collate, data.eval
+        self.train_data = train_data
         self.config = config
         self.accelerator = accelerator
         self.loss_fn = loss_fn
@@ -343,6 +344,8 @@ class Trainer:
         micro_losses: list[torch.Tensor] = []
         while self.state["step"] < self.total_steps:
             self.train_loader.set_epoch(self.state["epoch"])
+            if hasattr(self.train_data, "set_epoch"):  # its augmentation draws (accelerate tells only the sampler)
+                self.train_data.set_epoch(self.state["epoch"])
             loader = (
                 acc.skip_first_batches(self.train_loader, self.state["batches_in_epoch"])
                 if self.state["batches_in_epoch"]

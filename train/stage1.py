@@ -38,7 +38,7 @@ def build(config: Stage1Config, accelerator: Accelerator) -> Trainer:
     open_data = partial(
         SpeechInstructionDataset, on_bad_record=d.on_bad_record, adaptor_stride=config.model.adaptor.stride
     )
-    train_data = open_data(d.train)
+    train_data = open_data(d.train, augment=d.augment)
     eval_data = open_data(d.eval) if d.eval else None
     return Trainer(
         config.train,

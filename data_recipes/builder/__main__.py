@@ -13,15 +13,13 @@ key can be overridden as `key.path=value` after the options (e.g. `llm.base_url=
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from data_recipes.builder.config import BuildConfig
-from data_recipes.builder.pipeline import ShardBuild, merge
-from omni.atomic import write_atomic
+from data_recipes.builder.pipeline import ShardBuild, merge, with_rate, write_report
 from omni.cli import command_parser
 from omni.config import annotate_yaml, load_config
 
@@ -37,8 +35,8 @@ def finish(config: BuildConfig) -> dict:
     if config.units.enabled:
         from data_recipes.builder.units import build_units_step  # torch and the encoder: only when asked for
 
-        report["units"] = build_units_step(config)
-        write_atomic(Path(config.out) / "report.json", json.dumps(report, indent=2))
+        report = with_rate(report | {"units": build_units_step(config)})
+        write_report(Path(config.out), report)
     return report
 
 
@@ -87,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         report = finish(config)
     elif args.num_shards is not None:
         summary = ShardBuild(config, args.shard_index, args.num_shards).run()
-        print(f"shard {args.shard_index} of {args.num_shards}: {summary['records']} records built")
+        done = f"{summary['built']} of its {summary['records']} records built"
+        print(f"shard {args.shard_index} of {args.num_shards}: {done} (the rest skipped: see the merged report)")
         return
     elif args.processes > 1:
         report = run_processes(args, config)

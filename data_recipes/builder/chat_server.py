@@ -12,11 +12,14 @@ model: .cache/assets/smollm2-135m-instruct} (the model name is --served-model-na
 
 Routes: POST /v1/chat/completions (non-streaming), GET /v1/models, GET /health. Requests that arrive within
 a few milliseconds of each other (up to --max-batch) share one generate call, through the same path as the
-builder's transformers backend, so concurrent clients are faster and greedy answers are the same.
+builder's transformers backend, so concurrent clients are faster and greedy answers are the same. Handlers
+wait on the event loop, not in a thread each: any number of requests can wait, `/health` answers at once
+however many do, and a request whose client has gone (timed out, killed) is dropped before it is generated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -26,15 +29,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from data_recipes.builder.llm import Conversation, LLMBackendConfig, LLMError, TransformersChat
-from omni.chat import Completion
 from omni.cli import command_parser
 
+DISCONNECT_POLL_S = 0.5
+"""how often a waiting request checks that its client is still there"""
 BATCH_WAIT_S = 0.005
 """after a request arrives, how long to wait for others to share its generate call"""
 DEFAULT_MAX_TOKENS = 512
@@ -82,7 +86,7 @@ class Batcher:
     def __init__(self, chat: TransformersChat, max_batch: int, wait_s: float = BATCH_WAIT_S):
         self.chat, self.max_batch, self.wait_s = chat, max_batch, wait_s
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.stats = {"requests": 0, "batches": 0, "largest_batch": 0}
+        self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "dropped": 0, "waiting": 0}
         self.thread = threading.Thread(target=self._run, name="generate", daemon=True)
 
     def start(self) -> None:
@@ -92,12 +96,11 @@ class Batcher:
         self.jobs.put(None)
         self.thread.join()
 
-    def submit(
-        self, conversation: Conversation, max_new_tokens: int, temperature: float, seed: int | None
-    ) -> Completion | LLMError:
+    def submit(self, conversation: Conversation, max_new_tokens: int, temperature: float, seed: int | None) -> Job:
+        """Queue a request; its `future` holds the answer. Cancelling the future before its batch starts drops it."""
         job = Job(conversation, (max_new_tokens, temperature, seed if temperature > 0 else None))
         self.jobs.put(job)
-        return job.future.result()
+        return job
 
     def _run(self) -> None:
         while (first := self.jobs.get()) is not None:
@@ -111,6 +114,10 @@ class Batcher:
                     self.jobs.put(None)  # answer what was collected, then stop
                     break
                 jobs.append(job)
+            self.stats["waiting"] = self.jobs.qsize()
+            live = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # False: its client left
+            self.stats["dropped"] += len(jobs) - len(live)
+            jobs = live
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
                 groups.setdefault(job.params, []).append(job)
@@ -146,7 +153,7 @@ def make_app(chat: TransformersChat, model_name: str, max_batch: int) -> FastAPI
         return error(400, problems or "invalid request")
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "model": model_name, **batcher.stats}
 
     @app.get("/v1/models")
@@ -154,14 +161,20 @@ def make_app(chat: TransformersChat, model_name: str, max_batch: int) -> FastAPI
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "omni"}]}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(request: ChatRequest):  # sync: FastAPI's thread pool waits on the batcher
+    async def chat_completions(request: ChatRequest, connection: Request):
         if request.model != model_name:
             return error(404, f"model {request.model!r} is not served here; this server serves {model_name!r}")
         if request.stream or request.n != 1:
             return error(400, "only non-streaming requests with n = 1 are supported")
         max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
         conversation = [m.plain() for m in request.messages]
-        result = batcher.submit(conversation, max_tokens, request.temperature, request.seed)
+        job = batcher.submit(conversation, max_tokens, request.temperature, request.seed)
+        answer = asyncio.wrap_future(job.future)
+        while not (await asyncio.wait({answer}, timeout=DISCONNECT_POLL_S))[0]:
+            if await connection.is_disconnected():
+                job.future.cancel()  # dropped unless its batch has started
+                return error(499, "the client closed the connection")
+        result = answer.result()
         if isinstance(result, LLMError):
             return error(500, result.reason)
         return {

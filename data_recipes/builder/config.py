@@ -23,6 +23,11 @@ FOLLOW_UP_SYSTEM = (
     "sense after the conversation so far (use it, that, they or there instead of repeating the subject). "
     "Reply with the question alone."
 )
+RESPEAK_SYSTEM = (
+    "You rewrite a voice assistant's written answer so that it can be read aloud. Keep what it says, but as plain "
+    "spoken sentences: no lists, headings, tables, code, placeholders or symbols, numbers as words, at most a few "
+    "short sentences. Reply with the spoken answer alone."
+)
 ANSWER_SYSTEM = (
     "You are a voice assistant. Your answer will be spoken, so answer in plain spoken English: short, no lists, "
     "no markup, no symbols, numbers written as words."
@@ -108,6 +113,11 @@ class AnswerConfig:
     """keep the first N sentences of an answer; null keeps them all"""
     max_words: int = 60
     """answers longer than this (after cutting) are skipped as unspeakable"""
+    respeak: bool = True
+    """true = an answer that cannot be spoken as written (a list, code, a table, a symbol, too long) is rewritten
+    for speech by the LLM and checked again: only what fails twice is skipped"""
+    respeak_system: str = RESPEAK_SYSTEM
+    """the rewriting-for-speech system prompt (the user turn holds the question and the written answer)"""
 
     def __post_init__(self) -> None:
         check("{instruction}" in self.template, "template", "must contain {instruction}")
@@ -194,7 +204,9 @@ class BuildConfig:
     llm: LLMBackendConfig = field(default_factory=LLMBackendConfig)
     """the LLM that rewrites and answers"""
     instruction_tts: TTSConfig = field(default_factory=TTSConfig)
-    """the speech of the instructions: varied voices and rates"""
+    """the speech of the instructions: varied voices, rates and pitches"""
+    instruction_engines: list[TTSConfig] = field(default_factory=list)
+    """more engines the instructions are spread over beside instruction_tts (each record's by a hash of its id)"""
     answer_tts: TTSConfig = field(default_factory=lambda: TTSConfig(voices=["en-us"], rates=[165]))
     """the speech of the answers: one consistent voice"""
     speak_instructions: bool = True

@@ -3,6 +3,7 @@
     python -m data_recipes.builder.importers instructs2s --json instruct_en_200k_data_cosy2.json \\
         --audio-root InstructS2S-200K --out data/instructs2s [--limit N]
     python -m data_recipes.builder.importers voiceassistant --parquet data/train-*.parquet --out data/voiceassistant
+    python -m data_recipes.builder.importers sphinx --out data/voices/human     # Debian's real recordings
 
 Each writes `out/records.jsonl` and `out/import_report.json`: counts, and every record skipped with its reason
 (a bad record is skipped, never fatal; a file that is not the layout below is an error).
@@ -30,6 +31,12 @@ sharing its split_name and index, the first exchange (a later one may lean on tu
 every row has its own split_name and index, every row is kept. The report counts rows per round. Question
 audio is decoded and written as `out/wavs/<id>.wav` (16 kHz mono, atomically; a rerun reuses wavs there).
 Records: id (<split_name>-<index>), audio (wavs/<id>.wav, relative), instruction, response, duration.
+
+pocketsphinx-testdata (Debian, BSD-2; the LibriVox audio public domain): `/usr/share/pocketsphinx/test/data/`
+`cards/` (5 wavs, `cards.transcription`) and `librivox/` (5 wavs, `transcription`), transcripts as
+`<s> words </s> (file id)`: people speaking, not synthesizers. Records: id (sphinx-<file id>), audio (absolute),
+instruction (the transcript), response null (no answer was written: evaluations answer the transcript as text),
+duration.
 """
 
 from __future__ import annotations
@@ -340,6 +347,35 @@ def _finish(report: dict, out: Path) -> dict:
     return report
 
 
+SPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+SPHINX_SETS = {"cards": "cards.transcription", "librivox": "transcription"}
+
+
+def import_sphinx(out: Path, root: Path = SPHINX_DATA) -> dict:
+    """Debian's pocketsphinx test recordings with their transcripts (the layout above)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not found (apt-get install pocketsphinx-testdata, or make system-deps)")
+    report = _new_report("pocketsphinx-testdata", [root], ["real recordings: the questions are their transcripts"])
+    out.mkdir(parents=True, exist_ok=True)
+    with _records(out) as write:
+        for folder, listing in SPHINX_SETS.items():
+            for line in (root / folder / listing).read_text().splitlines():
+                found = re.fullmatch(r"\s*<s>(.*)</s>\s*\((\S+)\)\s*", line)
+                if not found:
+                    continue
+                report["read"] += 1
+                record_id = f"sphinx-{found[2]}"
+                try:
+                    wav, seconds = _wav(root / folder, f"{found[2]}.wav", "recording")
+                except _Skip as skip:
+                    _skip(report["skipped"], record_id, skip)
+                    continue
+                instruction = " ".join(found[1].split())
+                write({"id": record_id, "audio": str(wav), "instruction": instruction, "response": None}
+                      | {"duration": seconds}, report)  # fmt: skip
+    return _finish(report, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = command_parser("Import a public spoken-instruction set into omni's records.")
     sets = parser.add_subparsers(dest="set", required=True)
@@ -349,13 +385,17 @@ def main(argv: list[str] | None = None) -> None:
     voiceassistant = sets.add_parser("voiceassistant", help="VoiceAssistant-400K: parquet shards")
     voiceassistant.add_argument("--parquet", type=Path, nargs="+", required=True, help="train-*-of-00325.parquet")
     for command in (instructs2s, voiceassistant):
-        command.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and the report")
         command.add_argument("--limit", type=int, help="stop after this many records (a quick look)")
+    sphinx = sets.add_parser("sphinx", help="Debian's pocketsphinx test recordings: real people, with transcripts")
+    for command in (instructs2s, voiceassistant, sphinx):
+        command.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and the report")
     args = parser.parse_args(argv)
     if args.set == "instructs2s":
         report = import_instructs2s(args.json, args.audio_root, args.out, args.limit)
-    else:
+    elif args.set == "voiceassistant":
         report = import_voiceassistant(args.parquet, args.out, args.limit)
+    else:
+        report = import_sphinx(args.out)
     print(
         f"{report['records']} records ({report['duration_s']} s of questions) from {report['read']} read "
         f"into {args.out / 'records.jsonl'}; skipped: {report['skipped_reasons'] or 'none'}; "

@@ -53,7 +53,7 @@ class LLMBackendConfig:
     batch_size: int = 32
     """transformers: prompts per generate call | openai: prompts handed out per round (progress granularity)"""
     concurrency: int = 8
-    """openai: requests in flight"""
+    """openai: most requests in flight; fewer while the endpoint answers slowly or refuses (see InFlight)"""
     timeout_s: float = 60.0
     """openai: seconds before a request is abandoned (and retried)"""
     max_retries: int = 4
@@ -155,8 +155,37 @@ class TransformersChat:
         return [self.complete([c], max_new_tokens, temperature, seed)[0] for c in conversations]
 
 
+class InFlight:
+    """How many requests may be in flight, learnt from the endpoint as TCP learns a link: from 1, one more per
+    quick answer until an answer takes over `slow_s` or fails (timeout, 429, 5xx, connection); then halved, and
+    grown back by one per round of quick answers; never above `most`. So the builder asks what the endpoint
+    serves within its timeout, instead of queueing requests past it and asking them again while the first
+    copies still run."""
+
+    def __init__(self, most: int, slow_s: float):
+        self.most, self.slow_s = most, slow_s
+        self.limit, self.highest, self.starting = 1.0, 1.0, True
+        self.busy = 0
+        self._changed = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.busy < int(self.limit))
+            self.busy += 1
+
+    def release(self, served: bool, seconds: float) -> None:
+        with self._changed:
+            self.busy -= 1
+            if served and seconds <= self.slow_s:
+                self.limit = min(self.most, self.limit + (1 if self.starting else 1 / self.limit))
+            else:
+                self.limit, self.starting = max(1.0, self.limit / 2), False
+            self.highest = max(self.highest, self.limit)
+            self._changed.notify_all()
+
+
 class OpenAIChat:
-    """Any OpenAI-compatible chat-completions endpoint, `concurrency` requests in flight."""
+    """Any OpenAI-compatible chat-completions endpoint, up to `concurrency` requests in flight (InFlight)."""
 
     def __init__(self, config: LLMBackendConfig):
         from openai import OpenAI
@@ -169,6 +198,7 @@ class OpenAIChat:
         )
         self._not_before = 0.0  # a 429's Retry-After pauses every worker until then (time.monotonic)
         self._lock = threading.Lock()
+        self.in_flight = InFlight(config.concurrency, slow_s=config.timeout_s / 4)
 
     def __repr__(self) -> str:
         return f"OpenAIChat(model={self.config.model!r}, base_url={self.config.base_url!r})"
@@ -184,11 +214,16 @@ class OpenAIChat:
         retries = self.config.max_retries
         for attempt in range(retries + 1):
             self._wait_for_rate_limit()
+            self.in_flight.acquire()
+            began, served = time.monotonic(), True
             try:
                 answer = self._request(messages)
                 return answer if isinstance(answer, LLMError) else self._scrub(answer)
             except Exception as err:
                 reason, retry, wait = self._classify(err, attempt)
+                served = not retry  # a refused or malformed request says nothing of the endpoint's load
+            finally:
+                self.in_flight.release(served, time.monotonic() - began)
             if not retry:
                 break
             if attempt == retries:

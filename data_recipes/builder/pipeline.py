@@ -1,7 +1,11 @@
 """The build: each shard runs its records through the steps, then one merge writes omni's records.
 
-    source -> filters -> [rewrite] -> answer -> [follow-up -> answer, per later turn]
+    source -> filters -> [rewrite] -> answer -> [respeak] -> [follow-up -> answer, per later turn]
         -> instruction speech -> [answer speech] -> merge -> [units]
+
+An answer is normalised for speech (speakable.py); one that still cannot be spoken (a list, code, a table, a
+symbol, too long) is rewritten for speech by the LLM (`respeak`) and checked again: only what fails twice is
+skipped, with its cause.
 
 A record belongs to shard `sha1(id) mod num_shards`, so shards are disjoint and need no coordination: a Slurm
 array, Ray or plain processes each run one (`--num-shards N --shard-index i`), then `merge` joins them.
@@ -35,14 +39,14 @@ from data_recipes.builder.llm import ChatBackend, LLMError, make_backend
 from data_recipes.builder.source import Dropped, SourceRecord, load_source
 from data_recipes.builder.speakable import speakable
 from data_recipes.builder.store import StepLog
-from data_recipes.builder.tts import TTSConfig, TTSError, make_tts, pick_voice
+from data_recipes.builder.tts import TTSConfig, TTSError, engine_name, make_tts, pick_engine, pick_voice
 from omni.atomic import write_atomic
 
 WORK = "work"
 DONE_FILE = "done.json"
 INSTRUCTION_WAVS = "wavs"
 ANSWER_WAVS = "response_wavs"
-STEPS = ("rewrite", "answer", "follow_up", "speech", "answer_speech")
+STEPS = ("rewrite", "answer", "respeak", "follow_up", "speech", "answer_speech")
 
 
 class StepFailed(RuntimeError):
@@ -120,7 +124,6 @@ class ShardBuild:
         self.by_id = {r.id: r for r in self.records}  # with the later turns of dialogues, once made
         self.logs = {step: StepLog(self.work / f"{step}.jsonl") for step in STEPS}
         self._backend: ChatBackend | None = None
-        self.timings: dict[str, float] = {}
 
     @property
     def backend(self) -> ChatBackend:
@@ -142,18 +145,26 @@ class ShardBuild:
             turn += 1
         alive = sorted(alive, key=lambda r: (r.index, turn_of(r)))
         if c.speak_instructions:
-            alive = self._speech_step("speech", alive, c.instruction_tts, INSTRUCTION_WAVS, self.spoken_instruction)
+            engines = [c.instruction_tts, *c.instruction_engines]
+            alive = self._speech_step("speech", alive, engines, INSTRUCTION_WAVS, self.spoken_instruction)
         if c.speak_answers:
-            self._speech_step("answer_speech", alive, c.answer_tts, ANSWER_WAVS, self.answer_text)
-        summary = {"records": len(self.records), "timings_s": self.timings}
+            alive = self._speech_step("answer_speech", alive, [c.answer_tts], ANSWER_WAVS, self.answer_text)
+        summary = {"records": len(self.records), "built": len(alive), "seconds": self.seconds()}
         write_atomic(self.work / DONE_FILE, json.dumps(summary, indent=2))
         return summary
+
+    def seconds(self) -> dict[str, float]:
+        """Each step's time over every run of this shard (a killed run's finished records count too)."""
+        return {step: step_seconds(log.entries) for step, log in self.logs.items() if log.entries}
 
     def _answered(self, records: list[SourceRecord]) -> list[SourceRecord]:
         """The records with an answer: given in the source, or written now (earlier turns in context)."""
         given = [r for r in records if r.fields.get("response")]
         asked = [r for r in records if not r.fields.get("response")]
         answered = self._llm_step("answer", asked, self._answer_messages, self._finish_answer)
+        if self.config.answer.respeak:
+            unspoken = [r for r in asked if respeakable(self.logs["answer"].entries[r.id])]
+            answered += self._llm_step("respeak", unspoken, self._respeak_messages, self._finish_answer)
         return sorted(given + answered, key=lambda r: r.index)
 
     def _follow_ups(self, parents: list[SourceRecord], turn: int) -> list[SourceRecord]:
@@ -179,7 +190,7 @@ class ShardBuild:
     def answer_text(self, record: SourceRecord) -> str:
         if record.fields.get("response"):
             return str(record.fields["response"])
-        return self.logs["answer"].entries[record.id]["text"]
+        return written_answer(record.id, {step: log.entries for step, log in self.logs.items()})["text"]
 
     def _finish_rewrite(self, text: str) -> tuple[str | None, str | None]:
         return speakable(text.strip().strip('"'), self.config.rewrite.max_words)
@@ -214,6 +225,12 @@ class ShardBuild:
             messages.append({"role": "assistant", "content": self.answer_text(earlier)})
         return messages + self._messages(None, a.template, self.spoken_instruction(record))
 
+    def _respeak_messages(self, record: SourceRecord) -> list[dict[str, str]]:
+        """The rewriting-for-speech prompt: the question and the answer as it was written."""
+        written = self.logs["answer"].entries[record.id]["raw"]
+        user = f"Question: {self.spoken_instruction(record)}\n\nWritten answer:\n{written}"
+        return [{"role": "system", "content": self.config.answer.respeak_system}, {"role": "user", "content": user}]
+
     def _follow_up_messages(self, record: SourceRecord) -> list[dict[str, str]]:
         """The follow-up writer's prompt: the dialogue up to and including this record's answer."""
         d = self.config.dialogue
@@ -232,39 +249,44 @@ class ShardBuild:
         finish: Callable[[str], tuple[str | None, str | None]],
     ) -> list[SourceRecord]:
         """Ask the LLM about every record not yet done; the records whose text passed `finish`."""
-        log, began = self.logs[step], time.perf_counter()
+        log = self.logs[step]
         todo = [r for r in records if r.id not in log or log.entries[r.id].get("retry")]
         failures: Counter[str] = Counter()
         if todo:
             with tqdm(total=len(todo), desc=step, unit="record") as bar:
                 for chunk in batched(todo, self.backend.batch_size):
-                    asks = [messages(r) for r in chunk]
-                    for record, reply in zip(chunk, self.backend.chat(asks), strict=True):
+                    asks, began = [messages(r) for r in chunk], time.perf_counter()
+                    replies = self.backend.chat(asks)
+                    share = {"s": round((time.perf_counter() - began) / len(chunk), 4)}  # the chunk's time, shared
+                    for record, reply in zip(chunk, replies, strict=True):
                         if isinstance(reply, LLMError):
                             failures[reply.reason] += 1
-                            log.add({"id": record.id, "skip": f"LLM failed: {reply.reason}", "retry": True})
+                            log.add({"id": record.id, "skip": f"LLM failed: {reply.reason}", "retry": True} | share)
                             continue
                         text, reason = finish(reply)
-                        log.add({"id": record.id, "raw": reply} | ({"text": text} if text else {"skip": reason}))
+                        outcome = {"text": text} if text else {"skip": reason}
+                        log.add({"id": record.id, "raw": reply} | outcome | share)
                     bar.update(len(chunk))
         self._check_step(step, len(todo), failures)
-        self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - began, 2)
         return [r for r in records if "text" in log.entries[r.id]]
 
     def _speech_step(
         self,
         step: str,
         records: list[SourceRecord],
-        tts_config: TTSConfig,
+        engines: list[TTSConfig],
         folder: str,
         text_of: Callable[[SourceRecord], str],
     ) -> list[SourceRecord]:
-        """Speak every record not yet spoken (instructions that came with audio are measured, not spoken)."""
-        log, began = self.logs[step], time.perf_counter()
+        """Speak every record not yet spoken, each by its engine, voice, rate and pitch (instructions that came
+        with audio are measured, not spoken)."""
+        log = self.logs[step]
         todo = [r for r in records if r.id not in log or log.entries[r.id].get("retry")]
         failures: Counter[str] = Counter()
         if todo:
-            tts = make_tts(tts_config)
+            chosen = {r.id: pick_engine(len(engines), r.id) for r in todo}
+            backends = {i: make_tts(engines[i]) for i in sorted(set(chosen.values()))}  # a missing one fails here
+            last = time.perf_counter()
             (self.out / folder).mkdir(parents=True, exist_ok=True)
 
             def speak(record: SourceRecord) -> dict[str, Any]:
@@ -272,10 +294,16 @@ class ShardBuild:
                 if given:
                     path = Path(given) if Path(given).is_absolute() else Path(self.config.source.path).parent / given
                     return {"id": record.id, "audio": str(path.resolve()), "duration": soundfile.info(path).duration}
-                voice, rate = pick_voice(tts_config, record.id)
+                engine = engines[chosen[record.id]]
+                voice, rate, pitch = pick_voice(engine, record.id)
                 relative = f"{folder}/{file_name(record.id)}.wav"
-                seconds = tts.synthesize(text_of(record), voice, rate, self.out / relative)
-                return {"id": record.id, "audio": relative, "duration": round(seconds, 3), "voice": voice, "rate": rate}
+                seconds = backends[chosen[record.id]].synthesize(
+                    text_of(record), voice, rate, self.out / relative, pitch
+                )
+                spoken = {"voice": voice, "rate": rate} | ({"pitch": pitch} if pitch != 50 else {})
+                if len(engines) > 1:
+                    spoken["engine"] = engine_name(engine)
+                return {"id": record.id, "audio": relative, "duration": round(seconds, 3)} | spoken
 
             with (
                 ThreadPoolExecutor(self.config.tts_workers) as pool,
@@ -283,15 +311,16 @@ class ShardBuild:
             ):
                 futures = {pool.submit(speak, r): r for r in todo}
                 for future in as_completed(futures):
+                    now = time.perf_counter()
+                    share, last = {"s": round(now - last, 4)}, now  # wall time since the last one finished
                     try:
-                        log.add(future.result())
+                        log.add(future.result() | share)
                     except (TTSError, RuntimeError, OSError) as err:
                         reason = getattr(err, "reason", None) or str(err)
                         failures[reason] += 1
-                        log.add({"id": futures[future].id, "skip": f"speech failed: {reason}", "retry": True})
+                        log.add({"id": futures[future].id, "skip": f"speech failed: {reason}", "retry": True} | share)
                     bar.update(1)
         self._check_step(step, len(todo), failures)
-        self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - began, 2)
         return [r for r in records if "audio" in log.entries[r.id]]
 
     @staticmethod
@@ -299,6 +328,11 @@ class ShardBuild:
         if tried and sum(failures.values()) == tried:
             reason, count = failures.most_common(1)[0]
             raise StepFailed(f"step {step!r} failed for all {tried} records ({count} x {reason}); rerun to retry them")
+
+
+def step_seconds(entries: dict[str, dict]) -> float:
+    """A step's time: the wall time each logged record carries, summed."""
+    return round(sum(e.get("s", 0.0) for e in entries.values()), 2)
 
 
 def merge(config: BuildConfig) -> dict[str, Any]:
@@ -316,11 +350,9 @@ def merge(config: BuildConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"{out / WORK}: shards {missing[:10]} of {total} are not finished; build them first")
     records, dropped = load_source(config.source, config.filters)
     entries = {step: {} for step in STEPS}
-    timings: Counter[str] = Counter()
     for i in range(total):
         for step in STEPS:
             entries[step] |= StepLog(work_dir(out, i, total) / f"{step}.jsonl").entries
-        timings.update(json.loads((work_dir(out, i, total) / DONE_FILE).read_text())["timings_s"])
     splits: dict[str, list[dict]] = {"train": [], "heldout": []}
     skipped = [{"id": d.id, "step": "source", "reason": d.reason} for d in dropped]
     by_id = {r.id: r for r in records}
@@ -334,10 +366,26 @@ def merge(config: BuildConfig) -> dict[str, Any]:
     for name, rows in splits.items():
         write_atomic(out / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         _save_datasets(rows, out, out / "hf" / name)
-    report = _report(config, records, dropped, splits, skipped, entries, dict(timings), total)
-    write_atomic(out / "report.json", json.dumps(report, indent=2))
-    write_atomic(out / "report.md", report_markdown(report))
+    report = _report(config, records, dropped, splits, skipped, entries, total)
+    write_report(out, report)
     return report
+
+
+def respeakable(answer: dict[str, Any]) -> bool:
+    """Whether an answer log entry was written but could not be spoken (not an LLM failure, not empty)."""
+    return "raw" in answer and "skip" in answer and answer["skip"] != "empty"
+
+
+def written_answer(record_id: str, entries: dict[str, dict]) -> dict[str, Any]:
+    """The log entry that holds a record's answer: the answer step's, or its rewrite for speech when the
+    answer could not be spoken and a rewrite was asked for (a skip then names the rewrite's cause)."""
+    answer = entries["answer"].get(record_id, {})
+    respoken = entries["respeak"].get(record_id)
+    if respoken is None or not respeakable(answer):
+        return answer
+    if "skip" in respoken and "retry" not in respoken:
+        return respoken | {"skip": f"{respoken['skip']}, after a rewrite for speech"}
+    return respoken
 
 
 def with_later_turns(records: list[SourceRecord], entries: dict[str, dict]) -> list[SourceRecord]:
@@ -348,7 +396,7 @@ def with_later_turns(records: list[SourceRecord], entries: dict[str, dict]) -> l
     while asked:
         later = []
         for parent in asked:
-            answered = parent.fields.get("response") or "text" in entries["answer"].get(parent.id, {})
+            answered = parent.fields.get("response") or "text" in written_answer(parent.id, entries)
             question = given_follow_up(parent, turn) or entries["follow_up"].get(parent.id, {}).get("text")
             if answered and question:
                 later.append(next_turn(parent, question))
@@ -373,26 +421,26 @@ def _assemble(
             | ({"audio": earlier["audio"]} if "audio" in earlier else {}),
             {"role": "assistant", "text": earlier["response"]},
         ]
-    steps = [s for s in STEPS if s != "follow_up"]
+    steps = [s for s in STEPS if s not in ("follow_up", "respeak")]  # respeak: inside the answer's entry
     steps = [s for s in steps if s != "rewrite" or (config.rewrite.enabled and not history)]
     steps = [s for s in steps if s != "answer" or not record.fields.get("response")]
     steps = [s for s in steps if s != "answer_speech" or config.speak_answers]
     steps = [s for s in steps if s != "speech" or config.speak_instructions]
     for step in steps:
-        entry = entries[step].get(record.id)
-        if entry is None:
+        entry = written_answer(record.id, entries) if step == "answer" else entries[step].get(record.id)
+        if not entry:
             return {}, (step, "not built (rerun the build)")
         if "skip" in entry:
             return {}, (step, entry["skip"])
     speech = entries["speech"][record.id] if config.speak_instructions else {}
     rewrite = entries["rewrite"].get(record.id) if config.rewrite.enabled and not history else None
-    response = record.fields.get("response") or entries["answer"][record.id]["text"]
+    response = record.fields.get("response") or written_answer(record.id, entries)["text"]
     built = {"id": record.id} | ({"audio": speech["audio"]} if speech else {})
     built["instruction"] = rewrite["text"] if rewrite else record.instruction
     if rewrite:
         built["written_instruction"] = record.instruction
     built |= {"response": response} | ({"duration": speech["duration"]} if speech else {})
-    built |= {k: speech[k] for k in ("voice", "rate") if k in speech}
+    built |= {k: speech[k] for k in ("engine", "voice", "rate", "pitch") if k in speech}
     if config.speak_answers:
         spoken = entries["answer_speech"][record.id]
         built |= {"response_audio": spoken["audio"], "response_duration": spoken["duration"]}
@@ -428,7 +476,6 @@ def _report(
     splits: dict[str, list[dict]],
     skipped: list[dict],
     entries: dict[str, dict],
-    timings: dict[str, float],
     shards: int,
 ) -> dict[str, Any]:
     by_step: dict[str, Counter[str]] = {}
@@ -438,13 +485,13 @@ def _report(
         step: {
             "done": sum("skip" not in e for e in entries[step].values()),
             "skipped": dict(by_step.get(step, {})),
-            "seconds": timings.get(step, 0.0),
+            "seconds": step_seconds(entries[step]),
         }
         for step in STEPS
         if entries[step]
     }
     hours = {name: round(sum(r.get("duration", 0) for r in rows) / 3600, 3) for name, rows in splits.items()}
-    return {
+    report = {
         "source": config.source.path,
         "llm": {"backend": config.llm.backend, "model": config.llm.model, "base_url": config.llm.base_url},
         "shards": shards,
@@ -453,23 +500,67 @@ def _report(
         "later_turns": {name: sum("history" in r for r in rows) for name, rows in splits.items()},
         "hours": hours,
         "steps": {"source": {"done": len(records), "skipped": dict(by_step.get("source", {}))}} | steps,
+        "instruction_speech": speech_variety(config, [r for rows in splits.values() for r in rows]),
         "skipped": skipped,
     }
+    return with_rate(report)
+
+
+def speech_variety(config: BuildConfig, built: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """How many built records each engine and voice, rate and pitch spoke (instructions the build spoke)."""
+    spoken = [r for r in built if "voice" in r]
+    first = engine_name(config.instruction_tts)
+    counts = {
+        "voices": Counter(f"{r.get('engine', first)} {r['voice']}" for r in spoken),
+        "rates": Counter(f"{r['rate']:g}" for r in spoken),
+        "pitches": Counter(str(r.get("pitch", 50)) for r in spoken),
+    }
+    return {name: dict(counter.most_common()) for name, counter in counts.items()}
+
+
+def with_rate(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its total step time (the units step's included) and records built per minute of it."""
+    seconds = sum(s.get("seconds", 0.0) for s in report["steps"].values())
+    if "units" in report:
+        seconds += sum(report["units"]["timings"].values())
+    built = sum(report["records"].values())
+    rate = round(60 * built / seconds, 1) if seconds else None
+    return report | {"seconds": round(seconds, 1), "records_per_minute": rate}
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    write_atomic(out / "report.json", json.dumps(report, indent=2))
+    write_atomic(out / "report.md", report_markdown(report))
 
 
 def report_markdown(report: dict[str, Any]) -> str:
+    built = sum(report["records"].values())
     lines = [
         f"# Build report: {report['source']}",
         "",
         f"{report['source_rows']} source rows -> {report['records']['train']} train and "
-        f"{report['records']['heldout']} held-out records ({report['hours']['train']} h and "
-        f"{report['hours']['heldout']} h of instruction speech), {report['shards']} shard(s).",
+        f"{report['records']['heldout']} held-out records ({built / max(report['source_rows'], 1):.0%}; "
+        f"{report['hours']['train']} h and {report['hours']['heldout']} h of instruction speech), "
+        f"{report['shards']} shard(s), {report['records_per_minute']} records per minute of step time.",
         "",
         "| step | done | skipped | seconds | why skipped |",
         "|---|---|---|---|---|",
     ]
     for step, s in report["steps"].items():
         why = "; ".join(f"{reason} ({n})" for reason, n in sorted(s["skipped"].items(), key=lambda x: -x[1]))
-        lines.append(f"| {step} | {s['done']} | {sum(s['skipped'].values())} | {s.get('seconds', '')} | {why} |")
-    lines += ["", f"Every skipped record, with its step and reason: report.json ({len(report['skipped'])})."]
+        seconds = f"{s['seconds']:.1f}" if "seconds" in s else ""
+        lines.append(f"| {step} | {s['done']} | {sum(s['skipped'].values())} | {seconds} | {why} |")
+    if units := report.get("units"):
+        clips = sum(split["records"] for split in units["splits"].values())
+        lines.append(f"| units | {clips} | 0 | {sum(units['timings'].values()):.1f} | |")
+    if voices := report.get("instruction_speech", {}).get("voices"):
+        counts = {name: len(report["instruction_speech"][name]) for name in ("voices", "rates", "pitches")}
+        listed = ", ".join(f"{name} ({n})" for name, n in voices.items())
+        lines += ["", f"Instruction speech: {counts['voices']} voices, {counts['rates']} rates, "
+                  f"{counts['pitches']} pitches: {listed}."]  # fmt: skip
+    lines += [
+        "",
+        f"Step seconds are summed over shards. Every skipped record, with its step and reason: "
+        f"report.json ({len(report['skipped'])}).",
+    ]
     return "\n".join(lines) + "\n"

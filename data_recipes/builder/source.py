@@ -1,7 +1,8 @@
 """Text instructions from a file, a datasets directory or the hub, mapped onto records and filtered.
 
 Shapes covered (`source.shape`, guessed from the columns with `auto`):
-- alpaca: `instruction` plus an optional `input` (joined by a blank line);
+- alpaca: `instruction` plus an optional `input` (joined by a blank line), the input also read from the seed-task
+  layout's `instances: [{input, output}]` (one instance per row; more are refused, never dropped);
 - messages / conversations (ShareGPT, UltraChat): a list of turns, `{role, content}` or `{from, value}`; the first
   user (human) turn is the instruction;
 - text: a plain `text` column; field: any column named by `instruction_field`.
@@ -39,15 +40,15 @@ class Dropped:
 
 
 def read_rows(config: SourceConfig) -> list[dict[str, Any] | str]:
-    """The source's rows as dicts (a JSON line that is not an object comes back as its reason), through
+    """The source's rows as dicts (a JSON line that is blank or not an object comes back as its reason), through
     `datasets` for everything but JSON lines, which are read one by one so that a bad line costs only itself."""
     import datasets
 
     path = Path(config.path)
     kinds = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     if path.suffix == ".jsonl" and path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        return [_json_row(line) for line in lines[: config.limit]]
+        lines = path.read_text().splitlines()
+        return [_json_row(line) if line.strip() else "empty line" for line in lines[: config.limit]]
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
         rows = loaded[config.split] if isinstance(loaded, datasets.DatasetDict) else loaded
@@ -68,8 +69,8 @@ def _json_row(line: str) -> dict[str, Any] | str:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        return f"invalid JSON: {err}"
-    return row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+        return f"malformed row: invalid JSON: {err}"
+    return row if isinstance(row, dict) else f"malformed row: expected a JSON object, got {type(row).__name__}"
 
 
 def guess_shape(row: dict[str, Any]) -> str:
@@ -84,7 +85,7 @@ def instruction_of(row: dict[str, Any], config: SourceConfig) -> str:
     """The row's instruction text; a ValueError says why there is none."""
     shape = guess_shape(row) if config.shape == "auto" else config.shape
     if shape == "alpaca":
-        text = "\n\n".join(str(row[k]).strip() for k in ("instruction", "input") if row.get(k))
+        text = "\n\n".join(str(part).strip() for part in (row.get("instruction"), alpaca_input(row)) if part)
     elif shape in ("messages", "conversations"):
         turns = row.get(shape)
         if not isinstance(turns, list):
@@ -103,6 +104,17 @@ def instruction_of(row: dict[str, Any], config: SourceConfig) -> str:
     return text.strip()
 
 
+def alpaca_input(row: dict[str, Any]) -> Any:
+    """The row's `input`, or its one seed-task instance's (Alpaca's seed_tasks.jsonl)."""
+    instances = row.get("instances")
+    if row.get("input") or instances is None:
+        return row.get("input")
+    if not isinstance(instances, list) or len(instances) != 1 or not isinstance(instances[0], dict):
+        count = len(instances) if isinstance(instances, list) else type(instances).__name__
+        raise ValueError(f"instances: expected one {{input, output}} object, got {count}; give each its own row")
+    return instances[0].get("input")
+
+
 def normalised(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -115,14 +127,16 @@ def record_id(row: dict[str, Any], instruction: str, config: SourceConfig) -> st
 
 
 def filter_reason(text: str, config: FilterConfig) -> str | None:
+    """Why an instruction is dropped, or None; the language first, since a script written without spaces
+    (Chinese, Japanese) would otherwise be counted as one long word."""
+    letters = [c for c in text if c.isalpha()]
+    if config.language == "en" and letters and sum(c.isascii() for c in letters) < 0.8 * len(letters):
+        return "not English (mostly non-Latin letters)"
     words = len(text.split())
     if words < config.min_words:
         return "empty instruction" if words == 0 else f"fewer than {config.min_words} words"
     if words > config.max_words:
         return f"more than {config.max_words} words"
-    letters = [c for c in text if c.isalpha()]
-    if config.language == "en" and letters and sum(c.isascii() for c in letters) < 0.8 * len(letters):
-        return "not English (mostly non-Latin letters)"
     return None
 
 
@@ -136,7 +150,7 @@ def load_source(source: SourceConfig, filters: FilterConfig) -> tuple[list[Sourc
     mapped["follow_ups"] = source.follow_ups_field
     for index, row in enumerate(read_rows(source)):
         if isinstance(row, str):
-            dropped.append(Dropped(f"row{index}", index, f"malformed row: {row}"))
+            dropped.append(Dropped(f"row{index}", index, row))
             continue
         try:
             text = instruction_of(row, source)

@@ -48,7 +48,7 @@ VOICES = [
 ]
 RATES = [140, 155, 170, 185]
 RESPONSE_VOICE = ("en-us", 165)  # every answer in one consistent voice: the speech decoder learns one speaker
-PLACEHOLDERS = ("text", "voice", "rate", "out")  # what a command template may name
+PLACEHOLDERS = ("text", "voice", "rate", "pitch", "out")  # what a command template may name
 
 
 @dataclass
@@ -61,6 +61,8 @@ class TTSConfig:
     """espeak voice names | piper .onnx model paths | any string passed as {voice}"""
     rates: list[float] = field(default_factory=lambda: list(RATES))
     """espeak words per minute | piper length scale (1.0 = the voice's own pace) | passed as {rate}"""
+    pitches: list[int] = field(default_factory=lambda: [50])
+    """espeak pitch, 0-99 (50 is its own) | passed as {pitch} | ignored by piper and http"""
     seed: int = 0
     """mixed into each record's voice choice; 0 keeps the demo's choice exactly"""
     command: str | None = None
@@ -77,6 +79,8 @@ class TTSConfig:
         check(bool(self.voices), "voices", "must name at least one voice")
         check(bool(self.rates), "rates", "must hold at least one rate")
         check(all(rate > 0 for rate in self.rates), "rates", f"must all be above 0, got {self.rates}")
+        check(bool(self.pitches), "pitches", "must hold at least one pitch")
+        check(all(0 <= p <= 99 for p in self.pitches), "pitches", f"must all be in [0, 99], got {self.pitches}")
         check_positive(self, "timeout_s")
         if self.backend == "command":
             check(bool(self.command), "command", "the command backend needs a template, e.g. 'mytts --out {out}'")
@@ -108,19 +112,32 @@ class TTSError(Exception):
 
 
 class TTSBackend(Protocol):
-    def synthesize(self, text: str, voice: str, rate: float, out: Path) -> float:
+    def synthesize(self, text: str, voice: str, rate: float, out: Path, pitch: int = 50) -> float:
         """Speak `text` into `out` as 16 kHz mono 16-bit PCM wav, written atomically (temp name + os.replace,
         so a kill never leaves a half file at `out`); returns seconds; raises TTSError."""
         ...
 
 
-def pick_voice(config: TTSConfig, record_id: str) -> tuple[str, float]:
-    """A fixed voice and rate per record, spread by a hash of its id (and seed): a rerun speaks each record
-    the same way. Seed 0 gives the choice the demo set was first built with."""
+def pick_voice(config: TTSConfig, record_id: str) -> tuple[str, float, int]:
+    """A fixed voice, rate and pitch per record, spread by a hash of its id (and seed): a rerun speaks each
+    record the same way. Seed 0 gives the voice and rate the demo set was first built with."""
     key = record_id if config.seed == 0 else f"{config.seed}:{record_id}"
     digest = int(hashlib.sha1(key.encode()).hexdigest(), 16)
-    voices, rates = config.voices, config.rates
-    return voices[digest % len(voices)], rates[(digest // len(voices)) % len(rates)]
+    voices, rates, pitches = config.voices, config.rates, config.pitches
+    rate = rates[(digest // len(voices)) % len(rates)]
+    return voices[digest % len(voices)], rate, pitches[(digest // len(voices) // len(rates)) % len(pitches)]
+
+
+def pick_engine(engines: int, record_id: str) -> int:
+    """Which of `engines` engines speaks a record, by a hash of its id (0 when there is one)."""
+    return int(hashlib.sha1(f"engine:{record_id}".encode()).hexdigest(), 16) % engines
+
+
+def engine_name(config: TTSConfig) -> str:
+    """What the report calls an engine: the backend, or a command's program."""
+    return (
+        Path(shlex.split(config.command)[0]).name if config.backend == "command" and config.command else config.backend
+    )
 
 
 def make_tts(config: TTSConfig) -> TTSBackend:
@@ -209,14 +226,14 @@ class _ProgramTTS:
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
 
-    def argv(self, text: str, voice: str, rate: float, wav: Path) -> list[str]:
+    def argv(self, text: str, voice: str, rate: float, wav: Path, pitch: int) -> list[str]:
         raise NotImplementedError
 
-    def synthesize(self, text: str, voice: str, rate: float, out: Path) -> float:
+    def synthesize(self, text: str, voice: str, rate: float, out: Path, pitch: int = 50) -> float:
         text = _checked(text)
         with tempfile.TemporaryDirectory(prefix="omni-tts-") as tmp:
             wav = Path(tmp) / "speech.wav"  # the engine writes here; only a whole, converted file reaches `out`
-            _run(self.argv(text, voice, rate, wav), text, self.timeout_s)
+            _run(self.argv(text, voice, rate, wav, pitch), text, self.timeout_s)
             return _save(wav, out)
 
 
@@ -227,8 +244,9 @@ class EspeakTTS(_ProgramTTS):
         super().__init__(timeout_s)
         self.binary = _executable("espeak-ng", "apt-get install espeak-ng")
 
-    def argv(self, text: str, voice: str, rate: float, wav: Path) -> list[str]:
-        return [self.binary, "-v", voice, "-s", str(round(rate)), "-w", str(wav), "--", text]
+    def argv(self, text: str, voice: str, rate: float, wav: Path, pitch: int) -> list[str]:
+        pitched = [] if pitch == 50 else ["-p", str(pitch)]  # 50 is espeak-ng's own: the demo set's first call
+        return [self.binary, "-v", voice, "-s", str(round(rate)), *pitched, "-w", str(wav), "--", text]
 
 
 class PiperTTS(_ProgramTTS):
@@ -238,7 +256,7 @@ class PiperTTS(_ProgramTTS):
         super().__init__(timeout_s)
         self.binary = _executable(piper, "make piper installs it as .cache/piper/bin/piper")
 
-    def argv(self, text: str, voice: str, rate: float, wav: Path) -> list[str]:
+    def argv(self, text: str, voice: str, rate: float, wav: Path, pitch: int) -> list[str]:
         return [self.binary, "--model", voice, "--length_scale", f"{rate:g}", "--output_file", str(wav)]
 
 
@@ -250,8 +268,8 @@ class CommandTTS(_ProgramTTS):
         super().__init__(timeout_s)
         self.template = template
 
-    def argv(self, text: str, voice: str, rate: float, wav: Path) -> list[str]:
-        values = {"text": text, "voice": voice, "rate": f"{rate:g}", "out": str(wav)}
+    def argv(self, text: str, voice: str, rate: float, wav: Path, pitch: int) -> list[str]:
+        values = {"text": text, "voice": voice, "rate": f"{rate:g}", "pitch": str(pitch), "out": str(wav)}
         return shlex.split(self.template.format(**{key: shlex.quote(value) for key, value in values.items()}))
 
 
@@ -265,7 +283,7 @@ class HttpTTS:
         self.client = httpx.Client(timeout=timeout_s)  # keeps connections open across records; thread-safe
         self.httpx = httpx
 
-    def synthesize(self, text: str, voice: str, rate: float, out: Path) -> float:
+    def synthesize(self, text: str, voice: str, rate: float, out: Path, pitch: int = 50) -> float:
         text = _checked(text)
         try:
             response = self.client.post(self.url, json={"text": text, "voice": voice, "rate": rate})

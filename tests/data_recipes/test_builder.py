@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,12 +29,12 @@ ECHO = Path(__file__).with_name("echo_chat_server.py")
 INSTRUCTIONS = [
     {"id": "q1", "instruction": "What is the capital of France?"},
     {"id": "q2", "instruction": "Name a colour of the sky."},
-    {"id": "q3", "instruction": "Give me a LIST of fruits."},  # the endpoint answers with a list: unspeakable
+    {"id": "q3", "instruction": "Give me a LIST of fruits."},  # the endpoint answers with code: unspeakable
     {"id": "q4", "instruction": ""},  # empty: dropped by the source
     {"id": "q5", "instruction": "what is the capital of france"},  # a repeat of q1
     {"id": "q6", "instruction": "How many legs does a spider have?"},
     {"id": "q7", "instruction": "Why is the sea salty?"},
-    {"id": "q8", "instruction": "Tell me a fun fact about owls."},
+    {"id": "q8", "instruction": "Show me a TABLE of planets."},  # a table: rewritten for speech, then kept
     {"id": "q9", "instruction": "What do bees make?"},
     {"id": "q10", "instruction": "Which planet is the largest?"},
 ]
@@ -44,9 +45,9 @@ def endpoint():
     """A real chat-completions server process on loopback; yields a function that (re)starts it."""
     processes = []
 
-    def start(delay: float = 0.0, port: int | None = None) -> str:
+    def start(delay: float = 0.0, port: int | None = None, *options: str) -> str:
         port = port or free_port()
-        command = [sys.executable, str(ECHO), "--port", str(port), "--delay", str(delay)]
+        command = [sys.executable, str(ECHO), "--port", str(port), "--delay", str(delay), *options]
         processes.append(subprocess.Popen(command))
         for _ in range(200):
             try:
@@ -124,6 +125,28 @@ def test_source_shapes_filters_and_bad_rows(tmp_path):
         assert [(r.id, r.instruction) for r in kept] == [(f"x{i}", f"Question number {i}?") for i in range(3)]
 
 
+def test_every_source_row_has_a_fate_and_seed_tasks_keep_their_input(tmp_path):
+    """Alpaca's seed-task layout (input inside `instances`), a blank line and an unspaced Chinese instruction."""
+    seed = {"id": "seed_task_1", "instruction": "What is the relation between the given pairs?"}
+    rows = [
+        json.dumps(seed | {"instances": [{"input": "Night : Day :: Right : Left", "output": "Opposites."}]}),
+        "   ",
+        json.dumps({"id": "zh", "instruction": "中国的首都是哪座城市请告诉我"}),
+        json.dumps({"id": "two", "instruction": "Sort these.", "instances": [{"input": "b a"}, {"input": "d c"}]}),
+    ]
+    path = tmp_path / "seed_tasks.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    kept, dropped = load_source(SourceConfig(path=str(path)), FilterConfig())
+    assert [(r.id, r.instruction) for r in kept] == [
+        ("seed_task_1", "What is the relation between the given pairs?\n\nNight : Day :: Right : Left")
+    ]
+    assert [(d.id, d.reason) for d in dropped] == [
+        ("row1", "empty line"),
+        ("zh", "not English (mostly non-Latin letters)"),
+        ("two", "malformed row: instances: expected one {input, output} object, got 2; give each its own row"),
+    ]
+
+
 def test_build_writes_records_datasets_and_a_report(tmp_path, endpoint):
     out = tmp_path / "out"
     build(write_config(tmp_path, endpoint()))
@@ -147,10 +170,17 @@ def test_build_writes_records_datasets_and_a_report(tmp_path, endpoint):
     report = json.loads((out / "report.json").read_text())
     assert report["source_rows"] == 10 and report["records"] == {k: len(v) for k, v in built.items()}
     assert report["steps"]["source"]["skipped"] == {"empty instruction": 1, "repeated instruction": 1}
-    assert report["steps"]["answer"]["skipped"] == {"symbols or list markup": 1}
+    assert report["steps"]["answer"]["skipped"] == {"code, after a rewrite for speech": 1}
+    assert report["steps"]["respeak"] == {"done": 1, "skipped": {}, "seconds": report["steps"]["respeak"]["seconds"]}
+    assert next(r for r in every if r["id"] == "q8")["response"] == "Mars has two moons."
     assert report["steps"]["speech"]["done"] == 7 and report["steps"]["answer_speech"]["done"] == 7
     assert {(s["id"], s["step"]) for s in report["skipped"]} == {("q4", "source"), ("q5", "source"), ("q3", "answer")}
-    assert "| answer | 7 | 1 |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| answer | 6 | 1 |" in markdown and "10 source rows -> 5 train and 2 held-out records (70%" in markdown
+    assert report["records_per_minute"] > 0 and report["seconds"] == pytest.approx(
+        sum(s.get("seconds", 0) for s in report["steps"].values()), abs=0.1
+    )
+    assert all(re.fullmatch(r"\d+\.\d", line.split(" | ")[3]) for line in markdown.splitlines()[7:11])
     # a rerun redoes nothing: no request, no synthesis
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "wavs").iterdir()}
     logs = {s: (work_dir(out, 0, 1) / f"{s}.jsonl").read_text() for s in ("answer", "speech")}
@@ -179,8 +209,8 @@ def test_dialogues_from_given_and_written_follow_ups_carry_their_history(tmp_pat
         {"role": "assistant", "text": built["d1"]["response"]},
     ]
     written = built["d2-t1"]  # the LLM wrote it from the dialogue so far
-    assert written["instruction"] == "And why is that, after 1 questions?" and len(written["history"]) == 2
-    assert built["d2-t2"]["instruction"] == "And why is that, after 2 questions?"
+    assert written["instruction"] == "And why is that, after one questions?" and len(written["history"]) == 2
+    assert built["d2-t2"]["instruction"] == "And why is that, after two questions?"
     assert [t["role"] for t in built["d2-t2"]["history"]] == ["user", "assistant"] * 2
     assert built["d2-t2"]["history"][2]["text"] == written["instruction"]
     assert "history" not in built["d1"] and "follow_ups" not in built["d1"]
@@ -191,6 +221,33 @@ def test_dialogues_from_given_and_written_follow_ups_carry_their_history(tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["later_turns"] == {"train": 4, "heldout": 0}
     assert {(s["id"], s["step"]) for s in report["skipped"]} == {("d3", "answer")}
+
+
+def test_instructions_spread_over_engines_voices_rates_and_pitches(tmp_path, endpoint):
+    """espeak-ng at three pitches beside flite's voices (Debian's second engine): the report counts each."""
+    rows = [{"id": f"v{i}", "instruction": f"Question number {i}, what is it?"} for i in range(12)]
+    flite = {"backend": "command", "command": "flite -voice {voice} --setf duration_stretch={rate} -o {out}"}
+    config = write_config(
+        tmp_path,
+        endpoint(),
+        rows,
+        instruction_tts={"backend": "espeak", "voices": ["en-us", "en-gb+m2"], "rates": [160], "pitches": [30, 70]},
+        instruction_engines=[flite | {"voices": ["slt", "rms"], "rates": [0.9, 1.1]}],
+        speak_answers=False,
+    )
+    build(config)
+    built = [r for v in records(tmp_path / "out").values() for r in v]
+    assert len(built) == 12 and {r["engine"] for r in built} == {"espeak", "flite"}
+    assert {r["pitch"] for r in built if r["engine"] == "espeak"} <= {30, 70}
+    assert not any("pitch" in r for r in built if r["engine"] == "flite")  # flite's pitch is its voice's own
+    for record in built:
+        info = soundfile.info(str(tmp_path / "out" / record["audio"]))
+        assert info.samplerate == 16000 and info.duration > 0.5
+    variety = json.loads((tmp_path / "out" / "report.json").read_text())["instruction_speech"]
+    assert sum(variety["voices"].values()) == 12 and set(variety["voices"]) <= {
+        "espeak en-us", "espeak en-gb+m2", "flite slt", "flite rms"
+    }  # fmt: skip
+    assert "Instruction speech: " in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_dead_endpoint_fails_the_step_and_a_rerun_retries(tmp_path, endpoint):
@@ -226,11 +283,29 @@ def test_sigkill_loses_nothing_finished(tmp_path, endpoint):
     build(config)
     built = records(out)
     assert sorted(r["id"] for v in built.values() for r in v) == sorted(r["id"] for r in rows)
+    # the answers' time counts every run's: 24 answers asked 4 at a time, each request waiting 0.3 s
+    assert json.loads((out / "report.json").read_text())["steps"]["answer"]["seconds"] >= 6 * 0.3
     assert not list(out.rglob("*.partial*")), "a half-written file was left"
     for step in ("answer", "speech"):  # what was finished before the kill was not done again
         lines = (work_dir(out, 0, 1) / f"{step}.jsonl").read_text().splitlines()
         ids = [json.loads(line)["id"] for line in lines]
         assert len(ids) == len(set(ids)) == 24 and set(done[step]) <= set(ids)
+
+
+def test_a_slow_endpoint_is_asked_what_it_serves_each_question_once(tmp_path, endpoint):
+    """The endpoint answers two at a time in 0.4 s each; the builder may keep 16 in flight with a 2 s timeout:
+    asking all 16 at once would leave the last waiting past the timeout and ask them again."""
+    served = tmp_path / "served.txt"
+    url = endpoint(0.4, None, "--capacity", "2", "--served", str(served))
+    rows = [{"id": f"s{i}", "instruction": f"Question number {i}, what is it?"} for i in range(30)]
+    llm = {"backend": "openai", "model": "echo", "base_url": url, "batch_size": 30, "concurrency": 16}
+    config = write_config(tmp_path, url, rows, llm=llm | {"timeout_s": 2.0, "max_retries": 4})
+    build(config, "speak_answers=false")
+    assert sum(len(v) for v in records(tmp_path / "out").values()) == 30  # none lost
+    asked = served.read_text().splitlines()
+    assert len(asked) == len(set(asked)) == 30  # none answered twice
+    log = (work_dir(tmp_path / "out", 0, 1) / "answer.jsonl").read_text().splitlines()
+    assert len(log) == 30 and not any("retry" in json.loads(line) for line in log)
 
 
 def test_sharded_build_gives_the_same_records(tmp_path, endpoint):
@@ -241,7 +316,7 @@ def test_sharded_build_gives_the_same_records(tmp_path, endpoint):
     sharded = write_config(tmp_path / "b", url)
     for shard in range(3):
         result = build(sharded, "--num-shards", "3", "--shard-index", str(shard))
-        assert f"shard {shard} of 3" in result.stdout
+        assert re.search(rf"shard {shard} of 3: \d of its \d records built", result.stdout)
     merged = subprocess.run(
         [sys.executable, "-m", "data_recipes.builder", "merge", "--config", str(sharded)],
         cwd=ROOT,

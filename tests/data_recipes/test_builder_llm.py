@@ -7,17 +7,22 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from transformers import AutoTokenizer
 
 from data_recipes.builder import llm as builder_llm
+from data_recipes.builder.chat_server import make_app
 from data_recipes.builder.llm import LLMBackendConfig, LLMError, OpenAIChat, TransformersChat, make_backend
+from omni.chat import Completion
 from omni.config import ConfigError, from_dict
 from omni.serve.launch import free_port
 from tests.conftest import scaled_tiny_llm
@@ -167,6 +172,55 @@ def test_server_answers_as_the_local_backend(chat_server, local, llm_dir):
         health = httpx.get(f"{chat_server}/health").json()
         assert health["largest_batch"] == 1 if concurrency == 1 else health["largest_batch"] > 1  # it batched
     print(f"\nanswers/s through the chat server: concurrency 1 {rates[1]:.1f}, concurrency 4 {rates[4]:.1f}")
+
+
+class HeldChat:
+    """Stands in for the model: every generate call waits until the test lets it go, and is counted."""
+
+    def __init__(self):
+        self.go, self.asked = threading.Event(), []
+
+    def complete(self, conversations, max_new_tokens, temperature, seed):
+        self.go.wait(30)
+        self.asked += [c[-1]["content"] for c in conversations]
+        return [Completion(f"echo {c[-1]['content']}", 1, 1, True) for c in conversations]
+
+
+def test_server_under_load_answers_health_at_once_and_drops_requests_whose_client_left():
+    """60 requests wait behind a busy model (more than a thread pool would hold); 20 of their clients give up."""
+    chat, port = HeldChat(), free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(chat, "m", max_batch=1), port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started:
+        time.sleep(0.05)
+
+    def ask(i: int) -> int | None:
+        body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]}
+        try:
+            return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1.0 if i % 3 == 0 else 30).status_code
+        except httpx.TimeoutException:
+            return None  # the client gave up and closed its connection
+
+    try:
+        with ThreadPoolExecutor(60) as pool:
+            codes = pool.map(ask, range(60))
+            time.sleep(2.5)  # every client asked, the impatient ones gave up, the server saw them go
+            health = httpx.get(f"{url}/health", timeout=5).json()  # answered while all 60 wait
+            assert health["requests"] == 0
+            chat.go.set()
+            codes = list(codes)
+        deadline = time.monotonic() + 10
+        while (stats := httpx.get(f"{url}/health").json())["requests"] + stats["dropped"] < 60:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.05)
+    finally:
+        server.should_exit = True
+    assert codes.count(200) == 40 and codes.count(None) == 20
+    patient = {f"q{i}" for i in range(60) if i % 3}
+    # each patient question generated once; of the 20 that left, only one already being generated (if any) was
+    assert patient <= set(chat.asked) and len(chat.asked) == len(set(chat.asked)) in (40, 41)
+    assert stats["dropped"] == 60 - len(chat.asked) and stats["requests"] == len(chat.asked)
 
 
 def test_server_speaks_the_protocol(chat_server, llm_dir):

@@ -42,7 +42,8 @@ DEMO_PICKS = {
 
 def test_pick_voice_matches_the_demo_and_the_seed_reshuffles():
     config = TTSConfig()
-    assert {i: pick_voice(config, i) for i in DEMO_PICKS} == DEMO_PICKS
+    assert {i: pick_voice(config, i)[:2] for i in DEMO_PICKS} == DEMO_PICKS
+    assert {pick_voice(config, i)[2] for i in DEMO_PICKS} == {50}  # one pitch, espeak-ng's own
     ids = [f"item-{i}" for i in range(200)]
     assert len({pick_voice(config, i) for i in ids}) > 30  # spread over voices and rates
     seeded = TTSConfig(seed=7)
@@ -184,7 +185,7 @@ def test_command_failures(tmp_path, fake_log):
 def test_piper_backend_with_a_fake_piper(tmp_path, fake_log):
     piper = fake_engine(tmp_path, "piper")
     config = TTSConfig(backend="piper", piper=str(piper), voices=["/voices/en_US-joe-medium.onnx"], rates=[1.2])
-    voice, rate = pick_voice(config, "q1")
+    voice, rate, _ = pick_voice(config, "q1")
     out = tmp_path / "wavs" / "a.wav"
     seconds = make_tts(config).synthesize("Hello there, friend.", voice, rate, out)
     assert_16k_mono(out, seconds)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -162,6 +163,8 @@ def test_a_tts_set_is_text_spoken_and_made_into_units_with_a_given_codebook(demo
     assert len(data) == 3 and all(data[i].units and data[i].audio is None for i in range(3))
     report = json.loads((out / "units" / "report.json").read_text())
     assert report["kmeans_frames"] == 0 and report["splits"]["train"]["records"] == 3
+    assert re.search(r"^\| units \| 3 \| 0 \| \d+\.\d \|", (out / "report.md").read_text(), re.MULTILINE)
+    assert json.loads((out / "report.json").read_text())["units"]["splits"]["train"]["records"] == 3
     codebook = Codebook.load(demo_dir / "units" / "codebook.safetensors")
     features = WhisperFeatures(SpeechEncoder.from_config(EncoderConfig(name_or_path=encoder)), 1)
     first = json.loads((out / "units" / "train.jsonl").read_text().splitlines()[0])

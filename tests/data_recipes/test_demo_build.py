@@ -5,7 +5,7 @@ import datasets
 import soundfile
 
 from data_recipes.builder import pipeline
-from data_recipes.builder.config import BuildConfig
+from data_recipes.builder.config import RESPEAK_SYSTEM, BuildConfig
 from data_recipes.builder.speakable import speakable
 from data_recipes.demo.instructions import (
     DIALOGUE_SHARE,
@@ -57,13 +57,13 @@ def test_speakable_filter():
         "Paris is the capital of France. It is big.",
         None,
     )
-    assert speakable("1. apples\n2. pears", 40)[1] == "symbols or list markup"
+    assert speakable("`pears = 2`", 40)[1] == "code"
     assert speakable("  ", 40)[1] == "empty"
     assert speakable("one two three", 2)[1] == "longer than 2 words"
 
 
 class FakeChat:
-    """Stands in for the demo LLM: answers by the instruction's first word, and `listed` with a list."""
+    """Stands in for the demo LLM: answers by the instruction's first word, and `listed` with code."""
 
     batch_size = 4
     calls = 0
@@ -75,9 +75,12 @@ class FakeChat:
         FakeChat.calls += 1
         answers = []
         for turns in conversations:
+            if turns[0]["content"] == RESPEAK_SYSTEM:  # asked to rewrite the code for speech: code again
+                answers.append("`still = code`")
+                continue
             assert turns[0] == {"role": "system", "content": DEMO_SYSTEM}
             question = turns[-1]["content"]
-            answers.append("* a list" if question == self.listed else f"This is my answer to {question.split()[0]}.")
+            answers.append("`a = list`" if question == self.listed else f"This is my answer to {question.split()[0]}.")
         return answers
 
 
@@ -96,14 +99,14 @@ def test_the_demo_config_builds_a_handful(tmp_path, monkeypatch):
     report = pipeline.merge(config)
     assert report["records"] == {"train": 6, "heldout": 3}  # two training and one held-out question start one
     assert report["later_turns"] == {"train": 2, "heldout": 1}
-    assert report["steps"]["answer"]["skipped"] == {"symbols or list markup": 1}
+    assert report["steps"]["answer"]["skipped"] == {"code, after a rewrite for speech": 1}
     data = SpeechInstructionDataset(tmp_path / "train.jsonl")
     records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     for record in records:
         info = soundfile.info(str(tmp_path / record["audio"]))
         assert info.samplerate == 16000 and info.channels == 1
         assert 0.5 < info.duration < 10 and abs(info.duration - record["duration"]) < 0.01
-        assert record["voice"].startswith("en-") and record["family"]
+        assert (record["voice"].startswith("en-") or record["engine"] == "flite") and record["family"]
         answer = soundfile.info(str(tmp_path / record["response_audio"]))
         assert answer.samplerate == 16000 and abs(answer.duration - record["response_duration"]) < 0.01
     assert len({r["voice"] for r in records}) > 1  # questions: several voices

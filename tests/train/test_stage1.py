@@ -52,13 +52,15 @@ def test_stage1_trains_saves_and_reports(tiny_dir, toy_dir, tmp_path):
 
 
 def test_resume_continues_exactly(tiny_dir, toy_dir, tmp_path):
-    # LoRA with dropout: equal losses need the same weights, optimizer, schedule, data order and RNG.
+    # LoRA with dropout, questions augmented: equal losses need the same weights, optimizer, schedule, data order,
+    # RNG and augmentation draws (6 steps of 4 batches an epoch: the resumed run crosses into the second epoch).
     common = [
         "train.max_steps=6",
         "train.save_every=3",
         "model.llm.train=lora",
         "model.llm.lora.dropout=0.2",
         "train.eval_every=0",
+        "data.augment.enabled=true",
     ]
     straight = stage1.main(["--config", CONFIG, *overrides(tiny_dir, toy_dir, tmp_path / "a", *common)])
     AcceleratorState._reset_state(reset_partial_state=True)
