@@ -35,6 +35,12 @@ STAGE1_RUN ?= runs/stage1_demo
 STAGE2_RUN ?= runs/stage2_demo
 ## the demo's unit-vocoder run: the unit-to-mel model in model/
 VOCODER_RUN ?= runs/vocoder_demo
+## make eval's judge: an OpenAI-compatible endpoint; empty = the local chat server over JUDGE_MODEL on JUDGE_PORT
+JUDGE_URL ?=
+## the model the judge's endpoint serves
+JUDGE_MODEL ?= $(ASSETS)/smollm2-135m-instruct
+## the port of make eval's local judge
+JUDGE_PORT ?= 8011
 ## the held-out voices' sets that make eval-voices builds
 VOICES ?= data/voices
 ## the tiny config's stage-1 run, by train-stage1-tiny
@@ -82,7 +88,7 @@ WHISPER := $(ASSETS)/whisper_base.pt
 
 .PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-serve bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-tts-demo train-stage2 train-stage2-demo train-stage2-tiny \
-	train-vocoder train-vocoder-demo eval-stage1 eval-voices eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency demo demo-tiny clean piper
+	train-vocoder train-vocoder-demo eval-stage1 eval-voices eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency eval demo demo-tiny clean piper
 
 ## the Python environment (.venv) and the Debian packages
 setup: $(STAMP) system-deps
@@ -150,9 +156,10 @@ bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
 	$(PY) tests/benchmarks/bench_hidden_cache_build.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/units/train.jsonl
 
-## the voice server under load: first packet for 1 client and 8 at once (1 in 4 bad), side by side; tiny models,
-## then the demo's when trained (about 1 min each)
+## omni generate beside a busy job, and the voice server under load: first packet for 1 client and 8 at once (1 in
+## 4 bad), side by side; tiny models, then the demo's when trained (about 1 min each)
 bench-serve: setup
+	$(PY) tests/benchmarks/bench_cli_under_load.py
 	$(PY) tests/benchmarks/load_serve.py
 	@if [ -f $(STAGE2_RUN)/model/speech_decoder.yaml ] && [ -f $(VOCODER_RUN)/model/vocoder.yaml ]; then \
 		$(PY) tests/benchmarks/load_serve.py --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
@@ -312,6 +319,18 @@ eval-vocoder: setup $(VOCODER_MODEL) $(UNITS_HELDOUT) $(WHISPER)
 eval-latency: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) $(WHISPER)
 	@$(call timed,eval-latency,$(PY) -m omni.eval.latency --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
 		--vocoder $(VOCODER_RUN)/model --data $(HELDOUT) --whisper $(WHISPER) --out runs/latency $(ARGS))
+
+## the paper's columns per Omega on 40 held-out questions: latency split, ASR-WER, a judge's S2TIF / S2SIF content
+## and style (the local chat server over SmolLM2 unless JUDGE_URL is set): runs/eval (over an hour on 2 cores)
+eval: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) $(WHISPER)
+	@mkdir -p runs/eval
+	@$(call timed,eval,url="$(JUDGE_URL)"; if [ -z "$$url" ]; then \
+		$(PY) -m data_recipes.builder.chat_server --model $(JUDGE_MODEL) --port $(JUDGE_PORT) \
+			> runs/eval/judge_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
+		url=http://127.0.0.1:$(JUDGE_PORT)/v1; fi; \
+		$(PY) -m omni.eval.latency --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
+		--vocoder $(VOCODER_RUN)/model --data $(HELDOUT) --whisper $(WHISPER) --items 40 \
+		--judge-url $$url --judge-model $(JUDGE_MODEL) --out runs/eval $(ARGS))
 
 ## every demo step in order, each timed into runs/demo_timings.txt
 demo: setup

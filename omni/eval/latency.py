@@ -7,7 +7,11 @@ For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructio
 warm-up runs) and timed: first-packet latency (end of the question to the first audio sample), split
 into speech encoding + prefill, decoding until the first chunk's units exist, and vocoding that chunk;
 total time, real-time factor (compute / audio), chunks; ASR-WER between the text answer and a Whisper
-transcript of the spoken one; and how many words of text were written when the first chunk played.
+transcript of the spoken one; and how many words of text were written when the first chunk played. With a
+judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each Omega also gets the paper's S2TIF
+(the text answer) and S2SIF (the transcript of the spoken answer) content and style scores, 1-5. Each run is
+appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
+same settings measures only what is missing.
 "Ours" is variable-length encoding, the incremental decoder and crossfaded chunks; "reference" is 30 s
 padding, full-prefix decoder recomputation and bare joins, on the same inputs. Writes latency.json,
 latency.csv, latency.md (laid out like the reference's table) and latency.png.
@@ -30,9 +34,12 @@ from omni.audio import SAMPLE_RATE
 from omni.cli import command_parser
 from omni.data import SpeechInstructionDataset
 from omni.eval.asr import Ear, wer
+from omni.eval.judge import Judge, JudgeConfig, mean_scores
 from omni.speech_generator import SpeechGenerator, load_parts
 from omni.vocoder.base import resample
 
+JUDGE_START_S = 300.0
+"""how long a judge endpoint that is still starting is waited for"""
 OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
 TIMED = [
     "encode_prefill_ms",
@@ -74,9 +81,17 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
     }
 
 
-def summarise(rows: list[dict[str, Any]], ear: Ear) -> dict[str, Any]:
-    for row in rows:
-        row["transcript"] = ear(row["speech"])
+def heard(row: dict[str, Any], ear: Ear, judge: Judge | None) -> dict[str, Any]:
+    """A measured run with what Whisper heard of its speech and, with a judge, S2TIF and S2SIF scores; the
+    audio itself is dropped (the run is stored)."""
+    row = {k: v for k, v in row.items() if k != "speech"} | {"transcript": ear(row["speech"])}
+    if judge is not None:  # S2TIF judges the text answer, S2SIF what Whisper heard of the spoken one
+        text, spoken = judge.scores([(row["question"], row["text"]), (row["question"], row["transcript"])])
+        row |= {"s2tif": text, "s2sif": spoken}
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in TIMED:
         values = [r[key] for r in rows]
@@ -84,7 +99,18 @@ def summarise(rows: list[dict[str, Any]], ear: Ear) -> dict[str, Any]:
         out[f"{key}_p90"] = float(np.nanpercentile(values, 90)) if not np.isnan(values).all() else float("nan")
     out["runs_without_audio"] = int(sum(np.isnan(r["first_packet_ms"]) for r in rows))
     out["asr_wer"] = wer([r["text"] for r in rows], [r["transcript"] for r in rows])
+    for name in ("s2tif", "s2sif"):
+        if any(name in r for r in rows):
+            out |= {f"{name}_{k}": v for k, v in mean_scores([r.get(name) for r in rows]).items()}
     return out
+
+
+def done_runs(path: Path, settings: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The runs a stopped evaluation already made with the same settings, by (omega, way, item)."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+    return {(r["omega"], r["way"], r["item"]): r for r in rows if r.get("settings") == settings}
 
 
 def environment(device: torch.device, args: argparse.Namespace) -> dict[str, str]:
@@ -113,6 +139,10 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str],
         "| reference way: first packet | ASR-WER | first packet ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    judged = "s2tif_content" in next(iter(summary.values()))["ours"]
+    if judged:
+        lines[2] += " S2TIF content / style | S2SIF content / style |"
+        lines[3] += "---|---|"
     for omega, ways in summary.items():
         o, r = ways["ours"], ways["reference"]
         llm = o["encode_prefill_ms_median"] + o["decode_to_first_chunk_ms_median"]
@@ -123,7 +153,15 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str],
             f"| {o['real_time_factor_median']:.2f} | {r['first_packet_ms_median']:.0f} | {r['asr_wer']:.3f} "
             f"| {ratio:.2f}x |"
         )
+        if judged:
+            lines[-1] += "".join(
+                f" {_score(o, f'{n}_content')} / {_score(o, f'{n}_style')} |" for n in ("s2tif", "s2sif")
+            )
     return "\n".join(lines) + "\n"
+
+
+def _score(row: dict[str, Any], key: str) -> str:
+    return "" if row.get(key) is None else f"{row[key]:.2f}"
 
 
 def plot(summary: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
@@ -161,37 +199,56 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per way first")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--omegas", type=int, nargs="*", default=None, help="chunk sizes; 0 = offline")
+    parser.add_argument("--judge-url", default=None, help="a judge's OpenAI-compatible endpoint: S2TIF, S2SIF scores")
+    parser.add_argument("--judge-model", default=JudgeConfig.model, help="the model name the judge's endpoint serves")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    judge = Judge(JudgeConfig(model=args.judge_model, base_url=args.judge_url)) if args.judge_url else None
+    if judge is not None:
+        judge.client.wait_ready(JUDGE_START_S)  # a local judge may still be loading its model
     device = torch.device(args.device)
     omegas = OMEGAS if args.omegas is None else [o or None for o in args.omegas]
     model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, str(device))
     data = SpeechInstructionDataset(args.data, require_response=False)
-    clips = [data[i].audio for i in range(min(args.items, len(data)))]
+    examples = [data[i] for i in range(min(args.items, len(data)))]
+    clips = [e.audio for e in examples]
     ear = Ear.load(args.whisper, device)
     generators = {
         way: SpeechGenerator(model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad)
         for way, (pad, incremental, join) in WAYS.items()
     }
-    for generator in generators.values():
-        for clip in clips[: args.warmup]:
-            measure(generator, clip, omegas[0], args.max_new_tokens)
+    settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
+    settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    done = done_runs(args.out / "runs.jsonl", settings)
+    total = len(omegas) * len(WAYS) * len(clips)
+    if len(done) < total:
+        for generator in generators.values():
+            for clip in clips[: args.warmup]:
+                measure(generator, clip, omegas[0], args.max_new_tokens)
     rows: list[dict[str, Any]] = []
     summary: dict[str, dict[str, dict[str, Any]]] = {}
-    with tqdm(total=len(omegas) * len(WAYS) * len(clips), desc="latency") as bar:
+    with tqdm(total=total, initial=len(done), desc="latency") as bar, (args.out / "runs.jsonl").open("a") as log:
         for omega in omegas:
             label = str(omega) if omega else "offline"
             summary[label] = {}
             for way, generator in generators.items():
                 measured = []
                 for index, clip in enumerate(clips):
-                    measured.append(measure(generator, clip, omega, args.max_new_tokens) | {"item": index})
-                    bar.update(1)
-                summary[label][way] = summarise(measured, ear)
-                rows += [{"omega": label, "way": way} | {k: v for k, v in r.items() if k != "speech"} for r in measured]
+                    row = done.get((label, way, index))
+                    if row is None:
+                        asked = {"omega": label, "way": way, "item": index, "question": examples[index].instruction}
+                        row = heard(asked | measure(generator, clip, omega, args.max_new_tokens), ear, judge)
+                        log.write(json.dumps(row | {"settings": settings}) + "\n")
+                        log.flush()
+                        bar.update(1)
+                    measured.append({k: v for k, v in row.items() if k != "settings"})
+                summary[label][way] = summarise(measured)
+                rows += measured
     env = environment(device, args)
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
+    if judge is not None:
+        report["judge"] = judge.record()
     (args.out / "latency.json").write_text(json.dumps(report, indent=2))
     with (args.out / "latency.csv").open("w", newline="") as f:
         fields = ["omega", "way", *next(iter(next(iter(summary.values())).values())).keys()]

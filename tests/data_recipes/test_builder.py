@@ -293,19 +293,19 @@ def test_sigkill_loses_nothing_finished(tmp_path, endpoint):
 
 
 def test_a_slow_endpoint_is_asked_what_it_serves_each_question_once(tmp_path, endpoint):
-    """The endpoint answers two at a time in 0.4 s each; the builder may keep 16 in flight with a 2 s timeout:
-    asking all 16 at once would leave the last waiting past the timeout and ask them again."""
+    """The endpoint answers two at a time in 0.3 s each; the builder may keep 16 in flight with a 2 s timeout:
+    asking all 16 at once would leave the last waiting 2.4 s, past the timeout, and ask them again."""
     served = tmp_path / "served.txt"
-    url = endpoint(0.4, None, "--capacity", "2", "--served", str(served))
-    rows = [{"id": f"s{i}", "instruction": f"Question number {i}, what is it?"} for i in range(30)]
-    llm = {"backend": "openai", "model": "echo", "base_url": url, "batch_size": 30, "concurrency": 16}
+    url = endpoint(0.3, None, "--capacity", "2", "--served", str(served))
+    rows = [{"id": f"s{i}", "instruction": f"Question number {i}, what is it?"} for i in range(24)]
+    llm = {"backend": "openai", "model": "echo", "base_url": url, "batch_size": 24, "concurrency": 16}
     config = write_config(tmp_path, url, rows, llm=llm | {"timeout_s": 2.0, "max_retries": 4})
     build(config, "speak_answers=false")
-    assert sum(len(v) for v in records(tmp_path / "out").values()) == 30  # none lost
+    assert sum(len(v) for v in records(tmp_path / "out").values()) == 24  # none lost
     asked = served.read_text().splitlines()
-    assert len(asked) == len(set(asked)) == 30  # none answered twice
+    assert len(asked) == len(set(asked)) == 24  # none answered twice
     log = (work_dir(tmp_path / "out", 0, 1) / "answer.jsonl").read_text().splitlines()
-    assert len(log) == 30 and not any("retry" in json.loads(line) for line in log)
+    assert len(log) == 24 and not any("retry" in json.loads(line) for line in log)
 
 
 def test_sharded_build_gives_the_same_records(tmp_path, endpoint):

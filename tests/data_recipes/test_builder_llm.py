@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 from transformers import AutoTokenizer
 
-from data_recipes.builder import llm as builder_llm
 from data_recipes.builder.chat_server import make_app
 from data_recipes.builder.llm import LLMBackendConfig, LLMError, OpenAIChat, TransformersChat, make_backend
+from omni import endpoint
 from omni.chat import Completion
 from omni.config import ConfigError, from_dict
 from omni.serve.launch import free_port
@@ -267,7 +267,7 @@ def fake_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture
 def fast_backoff(monkeypatch) -> float:
-    monkeypatch.setattr(builder_llm, "BACKOFF_BASE_S", 0.05)
+    monkeypatch.setattr(endpoint, "BACKOFF_BASE_S", 0.05)
     return 0.05
 
 

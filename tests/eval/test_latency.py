@@ -6,12 +6,12 @@ from omni import assets
 from omni.eval import latency
 
 
-def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path):
+def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, judge_url):
     args = ["--model", str(trio / "model"), "--decoder", str(trio / "decoder"), "--vocoder", str(trio / "vocoder")]
     args += ["--data", str(toy_dir / "eval.jsonl"), "--whisper", str(assets.ensure("whisper_tiny_en"))]
-    report = latency.main(
-        [*args, "--items", "2", "--omegas", "3", "0", "--max-new-tokens", "6", "--out", str(tmp_path / "o")]
-    )
+    args += ["--judge-url", judge_url(), "--judge-model", "judge"]
+    args += ["--items", "2", "--omegas", "3", "0", "--max-new-tokens", "6", "--out", str(tmp_path / "o")]
+    report = latency.main(args)
     summary = report["summary"]
     assert list(summary) == ["3", "offline"] and set(summary["3"]) == {"ours", "reference"}
     for ways in summary.values():
@@ -19,10 +19,14 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path):
             parts = row["encode_prefill_ms_median"] + row["decode_to_first_chunk_ms_median"]
             assert parts + row["vocode_first_chunk_ms_median"] == pytest.approx(row["first_packet_ms_median"], rel=0.05)
             assert row["asr_wer"] >= 0.0 and row["chunks_median"] >= 1
+            assert row["s2tif_content"] == 3.0 and row["s2tif_unscored"] == row["s2sif_unscored"] == 0  # the judge's
+            assert row["s2sif_style"] in (2.0, 3.5, 5.0)  # 5 unless what Whisper heard has digits
     assert summary["offline"]["ours"]["chunks_median"] == 1
     assert len(report["runs"]) == 2 * 2 * 2 and report["environment"]["device"].startswith("cpu")
     out = tmp_path / "o"
-    assert "| 3 |" in (out / "latency.md").read_text() and (out / "latency.png").stat().st_size > 1000
+    table = (out / "latency.md").read_text()
+    assert "| 3 |" in table and "S2TIF content / style" in table and (out / "latency.png").stat().st_size > 1000
+    assert report["judge"]["model"] == "judge"
     rows = list(csv.DictReader((out / "latency.csv").open()))
     assert [(r["omega"], r["way"]) for r in rows] == [
         ("3", "ours"),
@@ -30,3 +34,8 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path):
         ("offline", "ours"),
         ("offline", "reference"),
     ]
+    # a rerun into the same folder measures nothing again: every run is in runs.jsonl already
+    logged = (out / "runs.jsonl").read_text()
+    again = latency.main(args)
+    assert (out / "runs.jsonl").read_text() == logged and len(logged.splitlines()) == 8
+    assert again["summary"] == report["summary"]
