@@ -43,6 +43,10 @@ JUDGE_MODEL ?= $(ASSETS)/smollm2-135m-instruct
 JUDGE_PORT ?= 8011
 ## the held-out voices' sets that make eval-voices builds
 VOICES ?= data/voices
+## the spoken questions make eval answers (records.jsonl of any set; make bench-s2s-eval builds one)
+BENCH ?= $(DEMO_DATA)/heldout.jsonl
+## the other evaluation's folder make eval puts beside its own (runs/eval/compare); empty = none
+COMPARE ?=
 ## the tiny config's stage-1 run, by train-stage1-tiny
 STAGE1_TINY_RUN ?= runs/stage1_tiny
 ## the tiny config's stage-2 run, by train-stage2-tiny
@@ -88,7 +92,7 @@ WHISPER := $(ASSETS)/whisper_base.pt
 
 .PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-serve bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-tts-demo train-stage2 train-stage2-demo train-stage2-tiny \
-	train-vocoder train-vocoder-demo eval-stage1 eval-voices eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency eval demo demo-tiny clean piper
+	train-vocoder train-vocoder-demo eval-stage1 eval-voices eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency eval bench-s2s-eval demo demo-tiny clean piper
 
 ## the Python environment (.venv) and the Debian packages
 setup: $(STAMP) system-deps
@@ -321,7 +325,7 @@ eval-latency: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) 
 		--vocoder $(VOCODER_RUN)/model --data $(HELDOUT) --whisper $(WHISPER) --out runs/latency $(ARGS))
 
 ## the paper's columns per Omega on 40 held-out questions: latency split, ASR-WER, a judge's S2TIF / S2SIF content
-## and style (the local chat server over SmolLM2 unless JUDGE_URL is set): runs/eval (over an hour on 2 cores)
+## and style (the local chat server over SmolLM2 unless JUDGE_URL is set), DNSMOS: runs/eval (over an hour on 2 cores)
 eval: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) $(WHISPER)
 	@mkdir -p runs/eval
 	@$(call timed,eval,url="$(JUDGE_URL)"; if [ -z "$$url" ]; then \
@@ -329,8 +333,19 @@ eval: setup $(STAGE1_MODEL) $(STAGE2_MODEL) $(VOCODER_MODEL) $(HELDOUT) $(WHISPE
 			> runs/eval/judge_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		url=http://127.0.0.1:$(JUDGE_PORT)/v1; fi; \
 		$(PY) -m omni.eval.latency --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
-		--vocoder $(VOCODER_RUN)/model --data $(HELDOUT) --whisper $(WHISPER) --items 40 \
+		--vocoder $(VOCODER_RUN)/model --bench $(BENCH) --whisper $(WHISPER) --items 40 \
 		--judge-url $$url --judge-model $(JUDGE_MODEL) --out runs/eval $(ARGS))
+	$(if $(COMPARE),$(PY) -m omni.eval.compare runs/eval $(COMPARE) --out runs/eval/compare)
+
+## AlpacaEval's helpful_base and vicuna prompts (InstructS2S-Eval's set) from alpaca_eval's PyPI sdist, those that can
+## be spoken, spoken by espeak-ng: data/bench/s2s_eval (make eval BENCH=data/bench/s2s_eval/records.jsonl answers them)
+bench-s2s-eval: setup
+	@mkdir -p .cache/alpaca_eval
+	@test -f .cache/alpaca_eval/alpaca_eval-0.6.6/example/outputs.json || ( \
+		$(PY) -m pip download --quiet alpaca_eval==0.6.6 --no-deps --no-binary :all: -d .cache/alpaca_eval && \
+		tar xzf .cache/alpaca_eval/alpaca_eval-0.6.6.tar.gz -C .cache/alpaca_eval alpaca_eval-0.6.6/example/outputs.json)
+	$(PY) -m data_recipes.builder.importers alpacaeval --json .cache/alpaca_eval/alpaca_eval-0.6.6/example/outputs.json \
+		--out data/bench/s2s_eval
 
 ## every demo step in order, each timed into runs/demo_timings.txt
 demo: setup

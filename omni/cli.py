@@ -2,6 +2,7 @@
 
 omni generate question.wav --chunk-size 40 -o answer.wav
 omni units --data train.jsonl --out train_units.jsonl --whisper base --layer 2 --codebook km.npy
+omni eval --bench data/voicebench/records.jsonl --items 40 --out runs/eval
 
 Every entry point (these and each `python -m` recipe) answers a failure with one line on stderr,
 `error: <what is wrong>` (a list of bad records follows it, indented), and exit status 1; `--debug` (or
@@ -25,6 +26,7 @@ COMMANDS = {
     "generate": "omni.generate",  # spoken question -> streamed text and speech
     "units": "omni.units",  # answers' speech -> unit sequences
     "serve": "omni.serve.app",  # a streaming voice server and its web page
+    "eval": "omni.eval.latency",  # latency, ASR-WER, judge scores and MOS per chunk size, on any spoken set
 }
 DEBUG_FLAG = "--debug"
 

@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -27,6 +28,30 @@ RETRY_AFTER_MAX_S = 300.0
 """longest Retry-After honoured, so that a bad header cannot stall the build for hours"""
 REASON_CHARS = 200
 """a server's error message is cut to this length in a reason"""
+
+
+def completion(model: str, text: str, stopped: bool = True, prompt_tokens: int = 1, completion_tokens: int = 1) -> dict:
+    """A chat-completions response body (non-streaming) as OpenAI's API returns it: what the local chat server and
+    the tests' stand-in endpoints answer."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop" if stopped else "length",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 class EndpointSettings(Protocol):

@@ -58,6 +58,7 @@ class SpeechGenerator:
         join: Literal["crossfade", "bare"] = "crossfade",
         incremental: bool = True,
         pad_to_30s: bool | None = None,
+        lookahead_units: int = 0,
     ):
         if decoder.config.num_units > vocoder.num_units:
             raise ValueError(
@@ -73,6 +74,7 @@ class SpeechGenerator:
         self.vocoder = vocoder
         self.join = join
         self.incremental = incremental
+        self.lookahead_units = lookahead_units  # each chunk's last units wait for the next: omni/vocoder/streaming.py
         encoder = model.config.encoder
         if pad_to_30s is not None:  # the reference pads every question to 30 s
             encoder = replace(encoder, pad_to_30s=pad_to_30s)
@@ -258,7 +260,7 @@ class LiveBatch:
         self.logits = logits if not len(self.logits) else torch.cat([self.logits, logits])
         new = [
             _Request(
-                StreamingVocoder(g.vocoder, g.join),
+                StreamingVocoder(g.vocoder, g.join, lookahead_units=g.lookahead_units),
                 g.decoder.blank,
                 q.request,
                 q.chunk_size,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +33,28 @@ from train.vocoder import main as train_vocoder_main
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def launch():
+    """Starts server processes on loopback and kills them after the test: `launch(command, port, what)` returns
+    `http://127.0.0.1:<port>/v1` once the port answers (the chat endpoints and judges of the tests)."""
+    processes = []
+
+    def start(command: list[str], port: int, what: str) -> str:
+        processes.append(subprocess.Popen(command))
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                return f"http://127.0.0.1:{port}/v1"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{what} did not start")
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,8 @@ ENTRY_POINTS = [
     "omni/convert/ctranslate2_whisper.py",
     "omni/eval/text_parity.py",
     "omni/eval/latency.py",
+    "omni/eval/quality.py",
+    "omni/eval/compare.py",
     "omni/eval/speech_units.py",
     "omni/eval/vocoder.py",
     "omni/tiny.py",

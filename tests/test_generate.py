@@ -95,6 +95,19 @@ def test_a_batch_gives_each_request_its_own_answer(parts):
         np.testing.assert_array_equal(done[i].audio, alone[i].audio)
 
 
+def test_lookahead_holds_back_each_chunks_last_units_and_loses_none(parts):
+    model, decoder = parts
+    answers = {}
+    for lookahead in (0, 2):
+        generator = SpeechGenerator(model, decoder, Tones(), join="crossfade", lookahead_units=lookahead)
+        torch.manual_seed(0)
+        answers[lookahead] = list(generator(noise(1.5, 3), chunk_size=10, max_new_tokens=12, do_sample=True))
+    plain, held = ([e for e in answers[k] if e.kind == "audio"] for k in (0, 2))
+    assert answers[2][-1].units == answers[0][-1].units  # the same answer; only its vocoding waits
+    assert len(plain[0].audio) - len(held[0].audio) == 2 * 50  # the first chunk's last 2 units wait for the next
+    assert len(answers[2][-1].audio) == len(answers[0][-1].audio) == 50 * len(answers[0][-1].units)  # none lost
+
+
 def test_mismatched_parts_are_refused(parts):
     model, decoder = parts
     small = Tones()

@@ -23,7 +23,6 @@ import asyncio
 import queue
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from data_recipes.builder.llm import Conversation, LLMBackendConfig, LLMError, TransformersChat
 from omni.cli import command_parser
+from omni.endpoint import completion
 
 DISCONNECT_POLL_S = 0.5
 """how often a waiting request checks that its client is still there"""
@@ -177,25 +177,7 @@ def make_app(chat: TransformersChat, model_name: str, max_batch: int) -> FastAPI
         result = answer.result()
         if isinstance(result, LLMError):
             return error(500, result.reason)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "finish_reason": "stop" if result.stopped else "length",
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            },
-        }
+        return completion(model_name, result.text, result.stopped, result.prompt_tokens, result.completion_tokens)
 
     return app
 

@@ -4,6 +4,9 @@
         --audio-root InstructS2S-200K --out data/instructs2s [--limit N]
     python -m data_recipes.builder.importers voiceassistant --parquet data/train-*.parquet --out data/voiceassistant
     python -m data_recipes.builder.importers sphinx --out data/voices/human     # Debian's real recordings
+    python -m data_recipes.builder.importers voicebench --parquet sd-qa/usa-*.parquet --out data/bench/sdqa_usa
+    python -m data_recipes.builder.importers openaudiobench --subset eval_datas/llama_questions --out data/bench/llamaq
+    python -m data_recipes.builder.importers alpacaeval --json example/outputs.json --out data/bench/s2s_eval
 
 Each writes `out/records.jsonl` and `out/import_report.json`: counts, and every record skipped with its reason
 (a bad record is skipped, never fatal; a file that is not the layout below is an error).
@@ -32,6 +35,26 @@ every row has its own split_name and index, every row is kept. The report counts
 audio is decoded and written as `out/wavs/<id>.wav` (16 kHz mono, atomically; a rerun reuses wavs there).
 Records: id (<split_name>-<index>), audio (wavs/<id>.wav, relative), instruction, response, duration.
 
+Benchmarks (evaluation sets; records as above, `response` the benchmark's reference answer where it has one, else
+null; `omni eval --bench out/records.jsonl` answers them):
+
+VoiceBench (hlt-lab/voicebench, Apache-2.0): one parquet file per subset and split (`alpacaeval`, `commoneval`,
+`sd-qa` per accent, `openbookqa`, `mmsu`, `bbh`, `ifeval`, `advbench`) with columns `audio` ({"bytes", "path"}),
+`prompt` (the question's text) and, in some subsets, `reference`. Audio decoded into `out/wavs/<id>.wav`; ids
+`<file stem>-<row>`.
+
+OpenAudioBench (baichuan-inc, Apache-2.0): `eval_datas/<subset>/<subset>.csv` and `eval_datas/<subset>/audios/
+<audio_filename>`; the question and answer columns differ by subset (alpaca_eval: instruction / output;
+llama_questions: Questions / Answer; trivia_qa: question / answer_normalized_value; web_questions: question /
+answers; reasoning_qa: Prompt / 参考答案): the first present of QUESTION_COLUMNS / ANSWER_COLUMNS is read. Audio (mp3
+or wav) decoded into `out/wavs/<id>.wav`; ids `<subset>-<row>`.
+
+AlpacaEval (tatsu-lab/alpaca_eval, Apache-2.0; the prompts ship in its PyPI sdist as `example/outputs.json`, a JSON
+array of {"instruction", "output", "generator", "dataset"}): InstructS2S-Eval's way, the `helpful_base` and
+`vicuna` prompts (209; LLaMA-Omni kept 199 after dropping math and code), those that can be spoken
+(data_recipes/builder/speakable.py; the rest skipped with their cause) spoken by the builder's TTS (espeak-ng
+`en-us` unless told). `response` null: AlpacaEval's outputs are a baseline model's, not references.
+
 pocketsphinx-testdata (Debian, BSD-2; the LibriVox audio public domain): `/usr/share/pocketsphinx/test/data/`
 `cards/` (5 wavs, `cards.transcription`) and `librivox/` (5 wavs, `transcription`), transcripts as
 `<s> words </s> (file id)`: people speaking, not synthesizers. Records: id (sphinx-<file id>), audio (absolute),
@@ -42,6 +65,7 @@ duration.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -55,7 +79,8 @@ import pyarrow.parquet as pq
 import soundfile
 from tqdm.auto import tqdm
 
-from data_recipes.builder.tts import write_wav
+from data_recipes.builder.speakable import speakable
+from data_recipes.builder.tts import TTSConfig, TTSError, engine_name, make_tts, pick_voice, write_wav
 from omni.atomic import atomic_path, write_atomic
 from omni.audio import AudioError
 from omni.cli import command_parser, run_command
@@ -231,21 +256,26 @@ def _voiceassistant_record(row: dict, record_id: str, out: Path) -> dict:
     if not data:
         raise _Skip("no question audio")
     wav = out / "wavs" / f"{record_id}.wav"
-    if wav.exists():  # written atomically by an earlier run: whole
-        duration = soundfile.info(str(wav)).duration
-    else:
-        try:
-            samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32")
-        except Exception as err:  # soundfile raises several types for undecodable bytes
-            raise _Skip("bad audio bytes", getattr(err, "error_string", None) or str(err)) from err
-        try:
-            duration = write_wav(samples, sample_rate, wav)
-        except AudioError as err:
-            raise _Skip("bad audio", str(err)) from err  # empty, silent or NaN
+    duration = _decoded_wav(io.BytesIO(data), wav, "bad audio bytes")
     record = {"id": record_id, "audio": f"wavs/{wav.name}", "response": response, "duration": round(duration, 3)}
     if instruction := _text(row.get("question")):
         record["instruction"] = instruction
     return record
+
+
+def _decoded_wav(audio: Path | io.BytesIO, wav: Path, undecodable: str) -> float:
+    """`audio` (a file or bytes in any format libsndfile reads) as a 16 kHz mono `wav`, atomically; its seconds. A
+    wav already there is whole (an earlier run wrote it atomically) and is reused."""
+    if wav.exists():
+        return soundfile.info(str(wav)).duration
+    try:
+        samples, sample_rate = soundfile.read(audio, dtype="float32")
+    except Exception as err:  # soundfile raises several types for undecodable input
+        raise _Skip(undecodable, getattr(err, "error_string", None) or str(err)) from err
+    try:
+        return write_wav(samples, sample_rate, wav)
+    except AudioError as err:
+        raise _Skip("bad audio", str(err)) from err  # empty, silent or NaN
 
 
 def _lowest_rounds(paths: list[Path]) -> dict[tuple, int]:
@@ -376,6 +406,126 @@ def import_sphinx(out: Path, root: Path = SPHINX_DATA) -> dict:
     return _finish(report, out)
 
 
+QUESTION_COLUMNS = ("instruction", "Questions", "question", "Prompt", "prompt")
+ANSWER_COLUMNS = ("output", "Answer", "answer_normalized_value", "answers", "参考答案", "reference")
+ALPACAEVAL_SUBSETS = ("helpful_base", "vicuna")
+
+
+def import_voicebench(parquet_paths: list[Path], out: Path, limit: int | None = None) -> dict:
+    """VoiceBench parquet files (one subset each) into `out/records.jsonl` and `out/wavs/`; returns the report."""
+    paths, out = [Path(path) for path in parquet_paths], Path(out)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (expected a VoiceBench parquet file)")
+        if missing := {"audio", "prompt"} - set(pq.ParquetFile(path).schema_arrow.names):
+            raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (VoiceBench's layout expected)")
+    report = _new_report("VoiceBench", paths, ["response = the subset's `reference` where it has one"])
+    with _records(out) as write:
+        for path in paths:
+            file = pq.ParquetFile(path)
+            columns = [c for c in ("audio", "prompt", "reference") if c in file.schema_arrow.names]
+            rows = (row for batch in file.iter_batches(batch_size=32, columns=columns) for row in batch.to_pylist())
+            for number, row in enumerate(tqdm(rows, total=file.metadata.num_rows, desc=path.stem, unit=" rows")):
+                if limit is not None and report["records"] >= limit:
+                    break
+                report["read"] += 1
+                record_id = _safe_name(f"{path.stem}-{number}")
+                try:
+                    audio = row.get("audio")
+                    data = audio.get("bytes") if isinstance(audio, dict) else None
+                    if not data:
+                        raise _Skip("no question audio")
+                    record = _question(record_id, row.get("prompt"), row.get("reference"), io.BytesIO(data), out)
+                    write(record, report)
+                except _Skip as skip:
+                    _skip(report["skipped"], record_id, skip)
+    return _finish(report, out)
+
+
+def import_openaudiobench(subset_dir: Path, out: Path, limit: int | None = None) -> dict:
+    """One OpenAudioBench subset folder (`eval_datas/<subset>`) into `out/records.jsonl` and `out/wavs/`."""
+    subset_dir, out = Path(subset_dir), Path(out)
+    table = subset_dir / f"{subset_dir.name}.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: no such file (expected eval_datas/<subset>/<subset>.csv)")
+    with table.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    names = list(rows[0]) if rows else []
+    question = next((c for c in QUESTION_COLUMNS if c in names), None)
+    if question is None or "audio_filename" not in names:
+        want = f"audio_filename and one of {', '.join(QUESTION_COLUMNS)}"
+        raise ValueError(f"{table}: columns {names}; expected {want} (OpenAudioBench's layout)")
+    answer = next((c for c in ANSWER_COLUMNS if c in names), None)
+    report = _new_report("OpenAudioBench", [table], [f"question column {question!r}, answer column {answer!r}"])
+    with _records(out) as write:
+        for number, row in enumerate(tqdm(rows, desc=subset_dir.name, unit=" rows")):
+            if limit is not None and report["records"] >= limit:
+                break
+            report["read"] += 1
+            record_id = _safe_name(f"{subset_dir.name}-{number}")
+            try:
+                if not _text(row.get("audio_filename")):
+                    raise _Skip("no audio_filename")
+                audio = subset_dir / "audios" / row["audio_filename"].strip()
+                if not audio.is_file():
+                    raise _Skip("missing audio file", str(audio))
+                write(_question(record_id, row.get(question), row.get(answer) if answer else None, audio, out), report)
+            except _Skip as skip:
+                _skip(report["skipped"], record_id, skip)
+    return _finish(report, out)
+
+
+def _question(record_id: str, question: Any, answer: Any, audio: Path | io.BytesIO, out: Path) -> dict:
+    """A benchmark's record: its audio decoded into `out/wavs/<id>.wav` (16 kHz mono; reused on a rerun)."""
+    wav = out / "wavs" / f"{record_id}.wav"
+    duration = _decoded_wav(audio, wav, "bad audio")
+    record = {"id": record_id, "audio": f"wavs/{wav.name}", "instruction": _text(question), "response": None}
+    if isinstance(answer, str | int | float) and str(answer).strip():
+        record["response"] = str(answer).strip()
+    return record | {"duration": round(duration, 3)}
+
+
+def import_alpacaeval(
+    json_path: Path, out: Path, tts: TTSConfig | None = None, subsets: tuple[str, ...] = ALPACAEVAL_SUBSETS,
+    limit: int | None = None,
+) -> dict:  # fmt: skip
+    """AlpacaEval's prompts of `subsets` that can be spoken, spoken by the TTS into `out/wavs/`; returns the report."""
+    json_path, out = Path(json_path), Path(out)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path}: no such file (expected alpaca_eval's example/outputs.json)")
+    items = json.loads(json_path.read_text(encoding="utf-8"))
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "instruction" in i for i in items):
+        raise ValueError(f"{json_path}: expected a JSON array of objects with `instruction` (AlpacaEval's layout)")
+    tts = tts or TTSConfig(voices=["en-us"], rates=[165])
+    speaker = make_tts(tts)
+    report = _new_report("AlpacaEval", [json_path], [f"subsets {', '.join(subsets)}; spoken by {engine_name(tts)}"])
+    chosen = [(n, i) for n, i in enumerate(items) if i.get("dataset") in subsets]
+    with _records(out) as write:
+        for number, item in tqdm(chosen, desc="prompts", unit=" prompts"):
+            if limit is not None and report["records"] >= limit:
+                break
+            report["read"] += 1
+            record_id = _safe_name(f"{item['dataset']}-{number}")
+            text, cause = speakable(str(item["instruction"]), max_words=80)
+            if text is None:
+                _skip(report["skipped"], record_id, _Skip(cause or "not speakable"))
+                continue
+            wav = out / "wavs" / f"{record_id}.wav"
+            if wav.exists():
+                duration = soundfile.info(str(wav)).duration
+            else:
+                voice, rate, pitch = pick_voice(tts, record_id)
+                try:
+                    with atomic_path(wav) as partial:
+                        duration = speaker.synthesize(text, voice, rate, partial, pitch)
+                except TTSError as err:
+                    _skip(report["skipped"], record_id, _Skip("tts failed", str(err)))
+                    continue
+            write({"id": record_id, "audio": f"wavs/{wav.name}", "instruction": text, "response": None}
+                  | {"dataset": item["dataset"], "duration": round(duration, 3)}, report)  # fmt: skip
+    return _finish(report, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = command_parser("Import a public spoken-instruction set into omni's records.")
     sets = parser.add_subparsers(dest="set", required=True)
@@ -387,13 +537,29 @@ def main(argv: list[str] | None = None) -> None:
     for command in (instructs2s, voiceassistant):
         command.add_argument("--limit", type=int, help="stop after this many records (a quick look)")
     sphinx = sets.add_parser("sphinx", help="Debian's pocketsphinx test recordings: real people, with transcripts")
-    for command in (instructs2s, voiceassistant, sphinx):
+    voicebench = sets.add_parser("voicebench", help="VoiceBench: a subset's parquet files")
+    voicebench.add_argument("--parquet", type=Path, nargs="+", required=True, help="e.g. sd-qa/usa-*.parquet")
+    openaudiobench = sets.add_parser("openaudiobench", help="OpenAudioBench: one eval_datas/<subset> folder")
+    openaudiobench.add_argument("--subset", type=Path, required=True, help="eval_datas/<subset>")
+    alpacaeval = sets.add_parser("alpacaeval", help="AlpacaEval's helpful_base and vicuna prompts, spoken")
+    alpacaeval.add_argument("--json", type=Path, required=True, help="example/outputs.json of alpaca_eval's sdist")
+    alpacaeval.add_argument("--voice", default="en-us", help="the espeak-ng voice that speaks them")
+    for command in (voicebench, openaudiobench, alpacaeval):
+        command.add_argument("--limit", type=int, help="stop after this many records (a quick look)")
+    for command in (instructs2s, voiceassistant, sphinx, voicebench, openaudiobench, alpacaeval):
         command.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and the report")
     args = parser.parse_args(argv)
     if args.set == "instructs2s":
         report = import_instructs2s(args.json, args.audio_root, args.out, args.limit)
     elif args.set == "voiceassistant":
         report = import_voiceassistant(args.parquet, args.out, args.limit)
+    elif args.set == "voicebench":
+        report = import_voicebench(args.parquet, args.out, args.limit)
+    elif args.set == "openaudiobench":
+        report = import_openaudiobench(args.subset, args.out, args.limit)
+    elif args.set == "alpacaeval":
+        tts = TTSConfig(voices=[args.voice], rates=[165])
+        report = import_alpacaeval(args.json, args.out, tts, limit=args.limit)
     else:
         report = import_sphinx(args.out)
     print(

@@ -9,7 +9,8 @@ into speech encoding + prefill, decoding until the first chunk's units exist, an
 total time, real-time factor (compute / audio), chunks; ASR-WER between the text answer and a Whisper
 transcript of the spoken one; and how many words of text were written when the first chunk played. With a
 judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each Omega also gets the paper's S2TIF
-(the text answer) and S2SIF (the transcript of the spoken answer) content and style scores, 1-5. Each run is
+(the text answer) and S2SIF (the transcript of the spoken answer) content and style scores, 1-5; every answer's
+speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips it). Each run is
 appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
 same settings measures only what is missing.
 "Ours" is variable-length encoding, the incremental decoder and crossfaded chunks; "reference" is 30 s
@@ -35,6 +36,7 @@ from omni.cli import command_parser
 from omni.data import SpeechInstructionDataset
 from omni.eval.asr import Ear, wer
 from omni.eval.judge import Judge, JudgeConfig, mean_scores
+from omni.eval.quality import PREDICTOR, Quality, mean_quality
 from omni.speech_generator import SpeechGenerator, load_parts
 from omni.vocoder.base import resample
 
@@ -81,10 +83,13 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
     }
 
 
-def heard(row: dict[str, Any], ear: Ear, judge: Judge | None) -> dict[str, Any]:
-    """A measured run with what Whisper heard of its speech and, with a judge, S2TIF and S2SIF scores; the
-    audio itself is dropped (the run is stored)."""
-    row = {k: v for k, v in row.items() if k != "speech"} | {"transcript": ear(row["speech"])}
+def heard(row: dict[str, Any], ear: Ear, judge: Judge | None, quality: Quality | None) -> dict[str, Any]:
+    """A measured run with what Whisper heard of its speech, its predicted quality and, with a judge, S2TIF and
+    S2SIF scores; the audio itself is dropped (the run is stored)."""
+    speech = row["speech"]
+    row = {k: v for k, v in row.items() if k != "speech"} | {"transcript": ear(speech)}
+    if quality is not None:
+        row["quality"] = quality(speech)
     if judge is not None:  # S2TIF judges the text answer, S2SIF what Whisper heard of the spoken one
         text, spoken = judge.scores([(row["question"], row["text"]), (row["question"], row["transcript"])])
         row |= {"s2tif": text, "s2sif": spoken}
@@ -102,6 +107,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for name in ("s2tif", "s2sif"):
         if any(name in r for r in rows):
             out |= {f"{name}_{k}": v for k, v in mean_scores([r.get(name) for r in rows]).items()}
+    if any("quality" in r for r in rows):
+        out |= {f"quality_{k}": v for k, v in mean_quality([r.get("quality") for r in rows]).items()}
     return out
 
 
@@ -139,10 +146,14 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str],
         "| reference way: first packet | ASR-WER | first packet ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    judged = "s2tif_content" in next(iter(summary.values()))["ours"]
+    first = next(iter(summary.values()))["ours"]
+    judged, rated = "s2tif_content" in first, "quality_mos_mean" in first
     if judged:
         lines[2] += " S2TIF content / style | S2SIF content / style |"
         lines[3] += "---|---|"
+    if rated:
+        lines[2] += " MOS (DNSMOS) |"
+        lines[3] += "---|"
     for omega, ways in summary.items():
         o, r = ways["ours"], ways["reference"]
         llm = o["encode_prefill_ms_median"] + o["decode_to_first_chunk_ms_median"]
@@ -157,6 +168,8 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str],
             lines[-1] += "".join(
                 f" {_score(o, f'{n}_content')} / {_score(o, f'{n}_style')} |" for n in ("s2tif", "s2sif")
             )
+        if rated:
+            lines[-1] += f" {_score(o, 'quality_mos_mean')} |"
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=Path("runs/stage1_demo/model"))
     parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"))
     parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"))
-    parser.add_argument("--data", type=Path, default=Path("data/demo/heldout.jsonl"))
+    parser.add_argument(
+        "--data",
+        "--bench",
+        type=Path,
+        default=Path("data/demo/heldout.jsonl"),
+        help="spoken questions: records.jsonl of any set (data_recipes.builder.importers brings benchmarks in)",
+    )
     parser.add_argument("--whisper", default=".cache/assets/whisper_base.pt", help="ASR for ASR-WER")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--items", type=int, default=8)
@@ -201,8 +220,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--omegas", type=int, nargs="*", default=None, help="chunk sizes; 0 = offline")
     parser.add_argument("--judge-url", default=None, help="a judge's OpenAI-compatible endpoint: S2TIF, S2SIF scores")
     parser.add_argument("--judge-model", default=JudgeConfig.model, help="the model name the judge's endpoint serves")
+    parser.add_argument(
+        "--quality", action=argparse.BooleanOptionalAction, default=True, help=f"a MOS per answer: {PREDICTOR}"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    quality = Quality() if args.quality else None
     judge = Judge(JudgeConfig(model=args.judge_model, base_url=args.judge_url)) if args.judge_url else None
     if judge is not None:
         judge.client.wait_ready(JUDGE_START_S)  # a local judge may still be loading its model
@@ -219,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
+    settings["quality"] = PREDICTOR if quality else None
     args.out.mkdir(parents=True, exist_ok=True)
     done = done_runs(args.out / "runs.jsonl", settings)
     total = len(omegas) * len(WAYS) * len(clips)
@@ -238,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
                     row = done.get((label, way, index))
                     if row is None:
                         asked = {"omega": label, "way": way, "item": index, "question": examples[index].instruction}
-                        row = heard(asked | measure(generator, clip, omega, args.max_new_tokens), ear, judge)
+                        row = heard(asked | measure(generator, clip, omega, args.max_new_tokens), ear, judge, quality)
                         log.write(json.dumps(row | {"settings": settings}) + "\n")
                         log.flush()
                         bar.update(1)
@@ -249,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
     if judge is not None:
         report["judge"] = judge.record()
+    if quality is not None:
+        report["quality"] = PREDICTOR
     (args.out / "latency.json").write_text(json.dumps(report, indent=2))
     with (args.out / "latency.csv").open("w", newline="") as f:
         fields = ["omega", "way", *next(iter(next(iter(summary.values())).values())).keys()]

@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--no-references", dest="references", action="store_false", help="skip resynthesis and ceiling (decoders alone)"
     )
+    parser.add_argument("--lookahead", type=int, default=0, help="units each chunk holds back for the next's context")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -196,11 +197,12 @@ def main(argv: list[str] | None = None) -> dict:
     if any(o <= 0 for o in args.omegas):
         raise ValueError(f"--omegas are streamed chunk sizes (> 0); offline is always measured, got {args.omegas}")
     model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, args.device)
-    generator = SpeechGenerator(model, decoder, vocoder)
+    generator = SpeechGenerator(model, decoder, vocoder, lookahead_units=args.lookahead)
     ear = Ear.load(args.whisper, args.device)
     splits = {"held-out": args.heldout} | ({"training": Path(args.train)} if args.train else {})
     report: dict[str, Any] = {
         "items": args.items,
+        "lookahead_units": args.lookahead,
         "whisper": Path(args.whisper).stem,
         "renderings": [f"omega_{o}" for o in args.omegas] + ["offline"] + (list(REFERENCE) if args.references else []),
         "splits": {},

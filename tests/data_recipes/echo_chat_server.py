@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+
+from omni.endpoint import completion
 
 
 def create_app(delay: float, capacity: int, served: Path | None) -> FastAPI:
@@ -57,14 +58,7 @@ def create_app(delay: float, capacity: int, served: Path | None) -> FastAPI:
         elif len(users) > 1:  # a later turn of a dialogue: say what came first
             first = re.sub(r"[^A-Za-z0-9 ]", "", users[0]).lower()
             answer = f"You asked {words} after {first}."
-        return {
-            "id": "echo",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "echo"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
+        return completion(body.get("model", "echo"), answer)
 
     return app
 

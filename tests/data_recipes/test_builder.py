@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,26 +40,15 @@ INSTRUCTIONS = [
 
 
 @pytest.fixture
-def endpoint():
+def endpoint(launch):
     """A real chat-completions server process on loopback; yields a function that (re)starts it."""
-    processes = []
 
     def start(delay: float = 0.0, port: int | None = None, *options: str) -> str:
         port = port or free_port()
         command = [sys.executable, str(ECHO), "--port", str(port), "--delay", str(delay), *options]
-        processes.append(subprocess.Popen(command))
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                return f"http://127.0.0.1:{port}/v1"
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the echo endpoint did not start")
+        return launch(command, port, "the echo endpoint")
 
-    yield start
-    for process in processes:
-        process.kill()
-        process.wait()
+    return start
 
 
 def write_config(tmp_path: Path, base_url: str, rows=INSTRUCTIONS, **extra) -> Path:

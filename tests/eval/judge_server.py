@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 
 import uvicorn
 from fastapi import FastAPI
 
+from omni.endpoint import completion
 from omni.eval.judge import KNOWN
 
 RIGHT = {right for _, right, _ in KNOWN}
@@ -35,14 +35,7 @@ def create_app(contrary: bool) -> FastAPI:
             content = 6 - content
         style = 2 if re.search(r"\d|\n", answer) else 5
         reply = json.dumps({"content": content, "style": style})
-        return {
-            "id": "judge",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
+        return completion(body["model"], reply)
 
     return app
 

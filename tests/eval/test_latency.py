@@ -21,11 +21,13 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, j
             assert row["asr_wer"] >= 0.0 and row["chunks_median"] >= 1
             assert row["s2tif_content"] == 3.0 and row["s2tif_unscored"] == row["s2sif_unscored"] == 0  # the judge's
             assert row["s2sif_style"] in (2.0, 3.5, 5.0)  # 5 unless what Whisper heard has digits
+            assert (row["quality_mos_mean"] is None) == (row["quality_unscored"] == 2)  # a MOS per clip long enough
     assert summary["offline"]["ours"]["chunks_median"] == 1
     assert len(report["runs"]) == 2 * 2 * 2 and report["environment"]["device"].startswith("cpu")
     out = tmp_path / "o"
     table = (out / "latency.md").read_text()
-    assert "| 3 |" in table and "S2TIF content / style" in table and (out / "latency.png").stat().st_size > 1000
+    assert "| 3 |" in table and "S2TIF content / style" in table and "MOS (DNSMOS)" in table
+    assert (out / "latency.png").stat().st_size > 1000
     assert report["judge"]["model"] == "judge"
     rows = list(csv.DictReader((out / "latency.csv").open()))
     assert [(r["omega"], r["way"]) for r in rows] == [
