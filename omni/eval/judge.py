@@ -11,7 +11,9 @@ and style (suited to being spoken) from 1 to 5 by the rubric below, at temperatu
 (omni/endpoint.py: retries, timeouts, the key from an environment variable and never written). A small local judge
 cannot be trusted blindly: `--sanity` scores items whose answer is known (arithmetic, capitals), each with a right
 and a wrong answer, and reports its agreement (right scored 4-5, wrong 1-2) and how often it ranks the wrong one
-below the right one. Every report records the judge's model, endpoint and prompt.
+below the right one. Every report records the judge's model, endpoint and prompt. Four worked examples
+(`EXAMPLES`, none of them a sanity item) go before each answer as earlier turns: without them the demo's 135M judge
+answers the question instead of grading it and no reply holds a score.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ RUBRIC = (
     "spoken.\n"
     'Reply with JSON only, e.g. {"content": 4, "style": 5}.'
 )
+EXAMPLES = [  # (question, answer, the judge's reply): worked examples shown before each answer
+    ("What is two plus two?", "Two plus two is four.", '{"content": 5, "style": 5}'),
+    ("What is the capital of Italy?", "The capital of Italy is Paris.", '{"content": 1, "style": 5}'),
+    ("How do I boil an egg?", "* pot\n* water\n* egg, 10 min", '{"content": 4, "style": 2}'),
+    ("What is five minus two?", "Five minus two is seven.", '{"content": 1, "style": 5}'),
+]
 KNOWN = [  # (question, a right answer, a wrong answer): the sanity items
     ("What is seven plus five?", "Seven plus five is twelve.", "Seven plus five is fifteen."),
     ("What is the capital of France?", "The capital of France is Paris.", "The capital of France is Madrid."),
@@ -63,10 +71,12 @@ class JudgeConfig:
 
 
 def messages(question: str, answer: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": RUBRIC},
-        {"role": "user", "content": f"Question: {question}\nAnswer: {answer}"},
-    ]
+    """The rubric, the worked examples as earlier turns, then the answer to grade."""
+    turns = [{"role": "system", "content": RUBRIC}]
+    for example_question, example_answer, reply in EXAMPLES:
+        turns.append({"role": "user", "content": f"Question: {example_question}\nAnswer: {example_answer}"})
+        turns.append({"role": "assistant", "content": reply})
+    return turns + [{"role": "user", "content": f"Question: {question}\nAnswer: {answer}"}]
 
 
 def parse(reply: str) -> dict[str, int] | None:
@@ -87,7 +97,12 @@ class Judge:
 
     def record(self) -> dict:
         """What a report says of its judge (never the key)."""
-        return {"model": self.config.model, "base_url": self.config.base_url, "rubric": RUBRIC}
+        return {
+            "model": self.config.model,
+            "base_url": self.config.base_url,
+            "rubric": RUBRIC,
+            "examples": [list(e) for e in EXAMPLES],
+        }
 
 
 def mean_scores(scored: list[dict[str, int] | None]) -> dict[str, float | int | None]:

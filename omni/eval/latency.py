@@ -35,7 +35,7 @@ from omni.audio import SAMPLE_RATE
 from omni.cli import command_parser
 from omni.data import SpeechInstructionDataset
 from omni.eval.asr import Ear, wer
-from omni.eval.judge import Judge, JudgeConfig, mean_scores
+from omni.eval.judge import Judge, JudgeConfig, mean_scores, sanity
 from omni.eval.quality import PREDICTOR, Quality, mean_quality
 from omni.speech_generator import SpeechGenerator, load_parts
 from omni.vocoder.base import resample
@@ -137,7 +137,9 @@ def environment(device: torch.device, args: argparse.Namespace) -> dict[str, str
     }
 
 
-def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str], items: int) -> str:
+def markdown(
+    summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str], items: int, judge: dict | None = None
+) -> str:
     lines = [
         f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads; "
         "medians, ms; first packet = encode + prefill + decode to the first chunk + vocode it)",
@@ -170,6 +172,15 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str],
             )
         if rated:
             lines[-1] += f" {_score(o, 'quality_mos_mean')} |"
+    if judge is not None:
+        trust = judge["sanity"]
+        lines += [
+            "",
+            f"Judge: {judge['model']}. On {trust['items']} questions with a known answer it agreed on "
+            f"{trust['agreement']} of the right and wrong answers and ranked the wrong one below the right one "
+            f"{trust['ranks_wrong_below_right']} of the time ({trust['unscored']} replies held no score): "
+            "read S2TIF / S2SIF with that trust.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -271,8 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rows += measured
     env = environment(device, args)
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
-    if judge is not None:
-        report["judge"] = judge.record()
+    if judge is not None:  # how far its scores can be trusted, asked each time: 16 short replies
+        report["judge"] = judge.record() | {"sanity": {k: v for k, v in sanity(judge).items() if k != "scores"}}
     if quality is not None:
         report["quality"] = PREDICTOR
     (args.out / "latency.json").write_text(json.dumps(report, indent=2))
@@ -283,9 +294,10 @@ def main(argv: list[str] | None = None) -> dict:
         for omega, ways in summary.items():
             for way, values in ways.items():
                 writer.writerow({"omega": omega, "way": way} | values)
-    (args.out / "latency.md").write_text(markdown(summary, env, len(clips)))
+    table = markdown(summary, env, len(clips), report.get("judge"))
+    (args.out / "latency.md").write_text(table)
     plot(summary, args.out / "latency.png")
-    print(markdown(summary, env, len(clips)))
+    print(table)
     print(f"wrote {args.out}/latency.json, latency.csv, latency.md and latency.png")
     return report
 

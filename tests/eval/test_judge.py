@@ -2,7 +2,7 @@
 
 import json
 
-from omni.eval.judge import RUBRIC, Judge, JudgeConfig, main, parse, sanity
+from omni.eval.judge import EXAMPLES, RUBRIC, Judge, JudgeConfig, main, parse, sanity
 from omni.serve.launch import free_port
 
 
@@ -26,7 +26,12 @@ def test_answers_are_scored_and_the_report_names_its_judge(judge_url, tmp_path):
     report = main(["--base-url", url, "--model", "judge", "--answers", str(answers), "--out", str(tmp_path / "j")])
     assert report["answers"] == {"content": 3.0, "style": 4.0, "unscored": 0, "items": 3}  # (5+1+3)/3, (5+5+2)/3
     saved = json.loads((tmp_path / "j" / "judge.json").read_text())
-    assert saved["judge"] == {"model": "judge", "base_url": url, "rubric": RUBRIC}
+    assert saved["judge"] == {
+        "model": "judge",
+        "base_url": url,
+        "rubric": RUBRIC,
+        "examples": [list(e) for e in EXAMPLES],
+    }
     assert [r["scores"]["content"] for r in saved["scored"]] == [5, 1, 3]
 
 

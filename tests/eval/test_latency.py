@@ -28,7 +28,9 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, j
     table = (out / "latency.md").read_text()
     assert "| 3 |" in table and "S2TIF content / style" in table and "MOS (DNSMOS)" in table
     assert (out / "latency.png").stat().st_size > 1000
-    assert report["judge"]["model"] == "judge"
+    assert report["judge"]["model"] == "judge"  # with how far the judge can be trusted, said under the table
+    assert report["judge"]["sanity"] == {"items": 8, "agreement": 1.0, "ranks_wrong_below_right": 1.0, "unscored": 0}
+    assert "agreed on 1.0 of the right and wrong answers" in table
     rows = list(csv.DictReader((out / "latency.csv").open()))
     assert [(r["omega"], r["way"]) for r in rows] == [
         ("3", "ours"),
