@@ -410,12 +410,12 @@ def _selected(
 
 
 def load_parts(
-    model: Path | None, decoder: Path | None, vocoder: Path | None, device: str = "cpu"
+    model: Path | None, decoder: Path | None, vocoder: Path | None, device: str = "cpu", vocoder_dtype: str = "auto"
 ) -> tuple[OmniModel, SpeechDecoder, Vocoder]:
     """The three parts `omni generate`, `omni serve` and the evaluations speak with. `model` is a stage-1 model
     directory, a directory holding model/, decoder/ and vocoder/ (what `omni.convert.llama_omni` writes), or
     LLaMA-Omni's released checkpoint itself; a part not named comes from there, else from the demo's runs. A decoder
-    that reads token embeddings shares the model's table."""
+    that reads token embeddings shares the model's table. `vocoder_dtype`: its HiFi-GAN's (`load_vocoder`)."""
     from omni.convert.llama_omni import DECODER_DIR, MODEL_DIR, VOCODER_DIR, is_llama_omni, load_llama_omni
 
     model = model or DEMO_PARTS[0]
@@ -434,4 +434,4 @@ def load_parts(
         speech_decoder = SpeechDecoder.from_pretrained(decoder or DEMO_PARTS[1], TextEmbeddings.from_model(omni_model))
     if vocoder is None:
         vocoder = bundle / VOCODER_DIR if bundle and (bundle / VOCODER_DIR).is_dir() else DEMO_PARTS[2]
-    return omni_model.to(device), speech_decoder.to(device), load_vocoder(vocoder, device)
+    return omni_model.to(device), speech_decoder.to(device), load_vocoder(vocoder, device, vocoder_dtype)

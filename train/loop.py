@@ -35,6 +35,7 @@ from transformers import get_scheduler
 
 from omni.cli import command_parser
 from omni.config import load_config, to_dict
+from omni.precision import native_bf16
 from train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -54,14 +55,6 @@ NOT_INPUTS = {"data", "cache", "eval_metric_batches"} | {
         "gradient_checkpointing",
     )
 }  # fmt: skip
-
-
-def native_bf16() -> bool:
-    """Whether this machine multiplies bf16 matrices natively: a CUDA GPU that supports it, or a CPU with AMX or
-    AVX512-BF16, where oneDNN runs bf16 products several times faster than fp32 (elsewhere a CPU emulates bf16)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, f"_is_{unit}_supported", lambda: False)() for unit in ("amx_tile", "avx512_bf16"))
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:

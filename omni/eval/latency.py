@@ -13,14 +13,16 @@ judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each O
 speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips it). Each run is
 appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
 same settings measures only what is missing.
-"Ours" is variable-length encoding, the incremental decoder and crossfaded chunks; "reference" is 30 s
-padding, full-prefix decoder recomputation and bare joins, on the same inputs. Writes latency.json,
+"Ours" is variable-length encoding, the incremental decoder, crossfaded chunks and the vocoder's HiFi-GAN in bf16
+where the device runs it natively; "reference" is 30 s padding, full-prefix decoder recomputation, bare joins and an
+fp32 vocoder (LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
 latency.csv, latency.md (laid out like the reference's table) and latency.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import platform
@@ -38,7 +40,7 @@ from omni.eval.asr import Ear, wer
 from omni.eval.judge import Judge, JudgeConfig, mean_scores, sanity
 from omni.eval.quality import PREDICTOR, Quality, mean_quality
 from omni.speech_generator import SpeechGenerator, load_parts
-from omni.vocoder.base import resample
+from omni.vocoder.base import Vocoder, resample, waveform_dtype
 
 JUDGE_START_S = 300.0
 """how long a judge endpoint that is still starting is waited for"""
@@ -53,10 +55,20 @@ TIMED = [
     "chunks",
     "words_written_at_first_chunk",
 ]
-WAYS = {  # name -> (pad_to_30s, incremental decoder, join)
-    "ours": (False, True, "crossfade"),
-    "reference": (True, False, "bare"),
+WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the vocoder's HiFi-GAN dtype)
+    "ours": (False, True, "crossfade", "auto"),
+    "reference": (True, False, "bare", "float32"),
 }
+
+
+def cast(vocoder: Vocoder, dtype: str, device: torch.device) -> Vocoder:
+    """`vocoder` itself when its HiFi-GAN already runs in `dtype`, else a copy that does."""
+    wanted = waveform_dtype(dtype, device)
+    if vocoder.generator.conv_pre.weight.dtype == wanted:
+        return vocoder
+    other = copy.deepcopy(vocoder)
+    other.generator.cast(wanted)
+    return other
 
 
 def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, max_new_tokens: int) -> dict[str, Any]:
@@ -141,7 +153,8 @@ def markdown(
     summary: dict[str, dict[str, dict[str, Any]]], env: dict[str, str], items: int, judge: dict | None = None
 ) -> str:
     lines = [
-        f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads; "
+        f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads, "
+        f"HiFi-GAN {env.get('vocoder_dtype', 'float32')}; "
         "medians, ms; first packet = encode + prefill + decode to the first chunk + vocode it)",
         "",
         "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF "
@@ -242,18 +255,19 @@ def main(argv: list[str] | None = None) -> dict:
         judge.client.wait_ready(JUDGE_START_S)  # a local judge may still be loading its model
     device = torch.device(args.device)
     omegas = OMEGAS if args.omegas is None else [o or None for o in args.omegas]
-    model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, str(device))
+    model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, str(device), "float32")
     data = SpeechInstructionDataset(args.data, require_response=False)
     examples = [data[i] for i in range(min(args.items, len(data)))]
     clips = [e.audio for e in examples]
     ear = Ear.load(args.whisper, device)
     generators = {
-        way: SpeechGenerator(model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad)
-        for way, (pad, incremental, join) in WAYS.items()
+        way: SpeechGenerator(model, decoder, cast(vocoder, dtype, device), join, incremental, pad)
+        for way, (pad, incremental, join, dtype) in WAYS.items()
     }
     settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
     settings["quality"] = PREDICTOR if quality else None
+    settings["vocoder_dtypes"] = {way: str(g.vocoder.generator.conv_pre.weight.dtype) for way, g in generators.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     done = done_runs(args.out / "runs.jsonl", settings)
     total = len(omegas) * len(WAYS) * len(clips)
@@ -281,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[label][way] = summarise(measured)
                 rows += measured
     env = environment(device, args)
+    env["vocoder_dtype"] = ", ".join(
+        f"{way} {dtype.removeprefix('torch.')}" for way, dtype in settings["vocoder_dtypes"].items()
+    )
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
     if judge is not None:  # how far its scores can be trusted, asked each time: 16 short replies
         report["judge"] = judge.record() | {"sanity": {k: v for k, v in sanity(judge).items() if k != "scores"}}

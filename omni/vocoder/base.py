@@ -16,10 +16,20 @@ import numpy as np
 import soxr
 import torch
 
+from omni.precision import native_bf16
+from omni.vocoder.hifigan import HifiGanGenerator
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 
 class Vocoder(Protocol):
     sample_rate: int  # of the audio it returns, fixed per vocoder
     num_units: int  # unit ids it can speak: [0, num_units)
+
+    @property
+    def generator(self) -> HifiGanGenerator:
+        """Its HiFi-GAN: where the time goes, and what `dtype` sets."""
+        ...
 
     def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """float32 audio and the sample where each unit ends."""
@@ -31,15 +41,31 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return audio if rate == target else soxr.resample(audio, rate, target).astype(np.float32)
 
 
-def load_vocoder(directory: str | Path, device: str | torch.device = "cpu") -> Vocoder:
+def waveform_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
+    """ "auto": bf16 where the device runs it natively (`omni.precision.native_bf16`), else fp32; or "float32",
+    "bfloat16" as named."""
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"vocoder dtype must be auto, {' or '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_vocoder(directory: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> Vocoder:
     """A saved unit vocoder of either kind, told by its files: omni's unit-to-mel model (`unit_to_mel.yaml`,
     spoken by its HiFi-GAN) or fairseq's unit HiFi-GAN (`config.json` beside one `g_*` checkpoint, such as
-    LLaMA-Omni's `g_00500000`)."""
+    LLaMA-Omni's `g_00500000`). `dtype` is its HiFi-GAN's (`waveform_dtype`): bf16 vocodes a chunk about 3x faster
+    on a CPU with AMX; the unit-to-mel model and the durations stay fp32."""
+    vocoder = _load(Path(directory), device)
+    vocoder.generator.cast(waveform_dtype(dtype, device))
+    return vocoder
+
+
+def _load(directory: Path, device: str | torch.device) -> Vocoder:
     from omni.vocoder.code_hifigan import CodeHifiGanVocoder, load_code_hifigan
     from omni.vocoder.mel_unit import MelUnitVocoder
     from omni.vocoder.unit_to_mel import CONFIG_FILE
 
-    directory = Path(directory)
     if (directory / CONFIG_FILE).is_file():
         vocoder = MelUnitVocoder.from_pretrained(directory)
         vocoder.unit_to_mel.to(device)

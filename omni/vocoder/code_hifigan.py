@@ -163,6 +163,11 @@ class CodeHifiGanVocoder:
         self.num_units = model.code_config.num_embeddings
         self.hop = model.config.hop_length
 
+    @property
+    def generator(self) -> CodeHifiGan:
+        """The waveform generator (`load_vocoder` sets its dtype; durations stay fp32)."""
+        return self.model
+
     @torch.no_grad()
     def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         device = next(self.model.parameters()).device

@@ -92,9 +92,17 @@ class HifiGanGenerator(nn.Module):
                 self.resblocks.append(ResBlock(channels, kernel_size, dilations))
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3)
 
+    def cast(self, dtype: torch.dtype) -> HifiGanGenerator:
+        """The waveform layers in `dtype` (bf16 runs them several times faster where `omni.precision.native_bf16`);
+        what a subclass puts before them (CodeHifiGan's unit table and durations) stays as it is. In place."""
+        for layers in (self.conv_pre, self.ups, self.resblocks, self.conv_post):
+            layers.to(dtype)
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
+        """Features (batch, in_channels, frames) -> waveform (batch, 1, frames * hop), in the layers' dtype."""
         n_kernels = len(self.config.resblock_kernel_sizes)
-        x = self.conv_pre(x)
+        x = self.conv_pre(x.to(self.conv_pre.weight.dtype))
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * n_kernels : (i + 1) * n_kernels]

@@ -26,6 +26,11 @@ class MelUnitVocoder:
         self.sample_rate = mel.sample_rate
         self.num_units = unit_to_mel.config.num_units
 
+    @property
+    def generator(self) -> HifiGanGenerator:
+        """The waveform generator, the costly part (`load_vocoder` sets its dtype)."""
+        return self.hifigan
+
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, hifigan: str | Path | None = None, contrast: float | None = None
@@ -39,8 +44,7 @@ class MelUnitVocoder:
     @torch.no_grad()
     def speak_mel(self, mel: torch.Tensor) -> np.ndarray:
         """Log-mel (frames, n_mels) -> float32 audio at `sample_rate`."""
-        weight = next(self.hifigan.parameters())
-        return self.hifigan(mel.T[None].to(weight))[0, 0].float().cpu().numpy()
+        return self.hifigan(mel.T[None])[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
     def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

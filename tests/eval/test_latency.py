@@ -4,9 +4,11 @@ import pytest
 
 from omni import assets
 from omni.eval import latency
+from omni.vocoder import base
 
 
-def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, judge_url):
+def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, judge_url, monkeypatch):
+    monkeypatch.setattr(base, "native_bf16", lambda device: True)  # as on a CPU with AMX or a GPU
     args = ["--model", str(trio / "model"), "--decoder", str(trio / "decoder"), "--vocoder", str(trio / "vocoder")]
     args += ["--data", str(toy_dir / "eval.jsonl"), "--whisper", str(assets.ensure("whisper_tiny_en"))]
     args += ["--judge-url", judge_url(), "--judge-model", "judge"]
@@ -26,6 +28,8 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, j
     assert len(report["runs"]) == 2 * 2 * 2 and report["environment"]["device"].startswith("cpu")
     out = tmp_path / "o"
     table = (out / "latency.md").read_text()
+    assert report["environment"]["vocoder_dtype"] == "ours bfloat16, reference float32"  # LLaMA-Omni's is fp32
+    assert "HiFi-GAN ours bfloat16, reference float32" in table
     assert "| 3 |" in table and "S2TIF content / style" in table and "MOS (DNSMOS)" in table
     assert (out / "latency.png").stat().st_size > 1000
     assert report["judge"]["model"] == "judge"  # with how far the judge can be trusted, said under the table

@@ -20,6 +20,8 @@ from torch.nn.utils.parametrizations import weight_norm
 from omni import assets
 from omni.assets import hifigan_dir
 from omni.tiny import TINY_CODE_HIFIGAN
+from omni.vocoder import base
+from omni.vocoder.base import load_vocoder
 from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, load_code_hifigan
 from omni.vocoder.hifigan import MEL_CONFIG, HifiGanConfig, HifiGanGenerator, load_hifigan
 from omni.vocoder.mel import log_mel
@@ -186,6 +188,27 @@ def test_units_are_stretched_by_predicted_durations(code_checkpoint):
     assert torch.equal(model(units[0]), audio)  # (T,) works too, and dropout is off after loading
 
 
+def test_a_bf16_vocoder_casts_only_its_hifigan(code_checkpoint, trio, monkeypatch):
+    """Only the HiFi-GAN runs in bf16 (the costly part): unit table, durations and unit-to-mel stay fp32, so each unit
+    lasts as long as in fp32. How it sounds: test_copy_synthesis_of_real_speech_keeps_its_words."""
+    units = [3, 9, 0, 4, 4, 7, 5, 11]
+    code, mel_unit = code_checkpoint[0].parent, trio / "vocoder"
+    for directory, fp32_parts in ((code, ("dict", "dur_predictor")), (mel_unit, ())):
+        fp32, bf16 = load_vocoder(directory, dtype="float32"), load_vocoder(directory, dtype="bfloat16")
+        assert fp32.generator.conv_pre.weight.dtype == torch.float32
+        assert bf16.generator.conv_pre.weight.dtype == bf16.generator.conv_post.weight.dtype == torch.bfloat16
+        for name in fp32_parts:
+            assert {p.dtype for p in getattr(bf16.generator, name).parameters()} == {torch.float32}
+        (a, ends_a), (b, ends_b) = fp32.synthesize(units), bf16.synthesize(units)
+        assert b.dtype == np.float32 and b.shape == a.shape and np.array_equal(ends_a, ends_b)
+    assert {p.dtype for p in bf16.unit_to_mel.parameters()} == {torch.float32}
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):  # "auto": bf16 where it is fast
+        monkeypatch.setattr(base, "native_bf16", lambda device, native=native: native)
+        assert load_vocoder(code).generator.conv_pre.weight.dtype == expected
+    with pytest.raises(ValueError, match="vocoder dtype must be auto, float32 or bfloat16; got 'float16'"):
+        load_vocoder(code, dtype="float16")
+
+
 def test_bad_units_are_rejected(code_checkpoint):
     model = load_code_hifigan(*code_checkpoint[:2])
     with pytest.raises(ValueError, match=r"outside \[0, 1000\): -1, 1000, 1234"):
@@ -246,15 +269,15 @@ def test_copy_synthesis_of_real_speech_keeps_its_words():
     audio, rate = sf.read(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930.wav", dtype="float32")
     assert rate == 16000
     mel = log_mel(torch.from_numpy(soxr.resample(audio, rate, MEL_CONFIG.sample_rate)), MEL_CONFIG)
-    with torch.inference_mode():
-        resynthesis = vocoder(mel[None])[0, 0]
-    assert resynthesis.shape == (mel.shape[-1] * 256,)
-    again = log_mel(resynthesis, MEL_CONFIG)[:, : mel.shape[-1]]
-    assert (again - mel).abs().mean() < 0.5  # measured 0.34; a flat spectrum at the mean level is 1.8 away
-    back = soxr.resample(resynthesis.numpy(), MEL_CONFIG.sample_rate, rate).astype(np.float32)
     asr = whisper.load_model(str(assets.ensure("whisper_tiny_en")), device="cpu")
-    original, resynthesised = (
-        asr.transcribe(a, language="en", temperature=0.0, fp16=False)["text"] for a in (audio, back)
-    )
+    original = asr.transcribe(audio, language="en", temperature=0.0, fp16=False)["text"]
     assert word_edits(words(original), words("he might even have been made amiable himself")) <= 1
-    assert word_edits(words(original), words(resynthesised)) <= 1, (original, resynthesised)
+    for dtype in (torch.float32, torch.bfloat16):  # bf16: the vocoder's "auto" on a CPU with AMX, and on GPUs
+        with torch.inference_mode():
+            resynthesis = vocoder.cast(dtype)(mel[None])[0, 0].float()
+        assert resynthesis.shape == (mel.shape[-1] * 256,)
+        again = log_mel(resynthesis, MEL_CONFIG)[:, : mel.shape[-1]]
+        assert (again - mel).abs().mean() < 0.5  # measured 0.34 (fp32); a flat spectrum at the mean level is 1.8 away
+        back = soxr.resample(resynthesis.numpy(), MEL_CONFIG.sample_rate, rate).astype(np.float32)
+        resynthesised = asr.transcribe(back, language="en", temperature=0.0, fp16=False)["text"]
+        assert word_edits(words(original), words(resynthesised)) <= 1, (dtype, original, resynthesised)
