@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.cli import command_parser
 from omni.eval.asr import Ear, wer
-from omni.vocoder.base import Vocoder, resample
+from omni.vocoder.base import DTYPES, Vocoder, resample, waveform_dtype
 from omni.vocoder.data import UnitSpeechDataset
 from omni.vocoder.hifigan import MEL_CONFIG
 from omni.vocoder.mel import log_mel
@@ -127,7 +127,7 @@ def markdown(report: dict) -> str:
     r = report["results"]
     lines = [
         f"Vocoder on {report['items']} held-out answers ({report['audio_seconds']} s), contrast {report['contrast']}, "
-        f"ASR {report['asr']}",
+        f"HiFi-GAN {report.get('dtype', 'float32')}, ASR {report['asr']}",
         "",
         "| audio | WER | points above the TTS ceiling | log-mel distance to whole synthesis | real-time factor |",
         "|---|---|---|---|---|",
@@ -150,8 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--chunks", type=int, nargs="*", default=[10], help="streaming chunk sizes in units")
     parser.add_argument("--contrast", type=float, default=None, help="override the model's contrast (1 = as trained)")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", *DTYPES], help="the HiFi-GAN's, as generation's (load_vocoder)"
+    )
     args = parser.parse_args(argv)
     vocoder = MelUnitVocoder.from_pretrained(args.vocoder, args.hifigan, contrast=args.contrast)
+    vocoder.generator.cast(waveform_dtype(args.dtype, "cpu"))
     data = UnitSpeechDataset(args.data, vocoder.unit_to_mel.config.num_units, MEL_CONFIG)
     unanswered = [i + 1 for i, row in enumerate(data.rows) if not row.get("response")]
     if unanswered:
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "vocoder": str(args.vocoder),
         "contrast": contrast,
+        "dtype": str(vocoder.generator.conv_pre.weight.dtype).removeprefix("torch."),
         "asr": Path(args.whisper).name,
         "data": str(args.data),
     }

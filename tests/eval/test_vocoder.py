@@ -13,10 +13,12 @@ def test_vocoder_evaluation_writes_its_report(unit_answers, tiny_hifigan, tmp_pa
     out = tmp_path / "eval"
     args = ["--vocoder", str(tmp_path / "run" / "model"), "--data", str(unit_answers), "--out", str(out)]
     asr = str(assets.ensure("whisper_tiny_en"))
+    args += ["--dtype", "bfloat16"]  # the HiFi-GAN as generation runs it on a GPU or an AMX CPU
     report = vocoder_eval.main([*args, "--items", "2", "--whisper", asr, "--chunks", "4", "--contrast", "1.2"])
     results = report["results"]
     assert set(results) == {"original", "mel_copy", "resynthesis", "chunk4_bare", "chunk4_crossfade"}
-    assert report["contrast"] == 1.2 and "contrast 1.2" in (out / "vocoder.md").read_text()
+    assert report["contrast"] == 1.2 and "contrast 1.2, HiFi-GAN bfloat16" in (out / "vocoder.md").read_text()
+    assert report["dtype"] == "bfloat16"
     assert "real_time_factor" in results["resynthesis"] and "real_time_factor" not in results["mel_copy"]
     assert all(r["wer"] >= 0.0 for r in results.values())
     assert results["chunk4_bare"]["mel_distance_to_whole"] >= 0.0
