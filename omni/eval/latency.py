@@ -14,7 +14,7 @@ speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips 
 appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
 same settings measures only what is missing.
 "Ours" is variable-length encoding, the incremental decoder, crossfaded chunks and the vocoder's HiFi-GAN in bf16
-where the device runs it natively; "reference" is 30 s padding, full-prefix decoder recomputation, bare joins and an
+on a GPU that runs it natively; "reference" is 30 s padding, full-prefix decoder recomputation, bare joins and an
 fp32 vocoder (LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
 latency.csv, latency.md (laid out like the reference's table) and latency.png.
 """

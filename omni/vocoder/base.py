@@ -42,10 +42,11 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def waveform_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
-    """ "auto": bf16 where the device runs it natively (`omni.precision.native_bf16`), else fp32; or "float32",
-    "bfloat16" as named."""
+    """The HiFi-GAN's dtype. "auto": bf16 on a GPU that runs it natively (`omni.precision.native_bf16`), else fp32 (on
+    an AMX CPU a bf16 HiFi-GAN vocoded the demo's first chunks no faster in place: 284 against 250 ms,
+    docs/results.md); or "float32", "bfloat16" as named."""
     if dtype == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
+        return torch.bfloat16 if torch.device(device).type == "cuda" and native_bf16(device) else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"vocoder dtype must be auto, {' or '.join(DTYPES)}; got {dtype!r}")
     return DTYPES[dtype]
@@ -54,8 +55,8 @@ def waveform_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
 def load_vocoder(directory: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> Vocoder:
     """A saved unit vocoder of either kind, told by its files: omni's unit-to-mel model (`unit_to_mel.yaml`,
     spoken by its HiFi-GAN) or fairseq's unit HiFi-GAN (`config.json` beside one `g_*` checkpoint, such as
-    LLaMA-Omni's `g_00500000`). `dtype` is its HiFi-GAN's (`waveform_dtype`): bf16 vocodes a chunk about 3x faster
-    on a CPU with AMX; the unit-to-mel model and the durations stay fp32."""
+    LLaMA-Omni's `g_00500000`). `dtype` is its HiFi-GAN's (`waveform_dtype`); the unit-to-mel model and the
+    durations stay fp32."""
     vocoder = _load(Path(directory), device)
     vocoder.generator.cast(waveform_dtype(dtype, device))
     return vocoder

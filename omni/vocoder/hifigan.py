@@ -93,7 +93,7 @@ class HifiGanGenerator(nn.Module):
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3)
 
     def cast(self, dtype: torch.dtype) -> HifiGanGenerator:
-        """The waveform layers in `dtype` (bf16 runs them several times faster where `omni.precision.native_bf16`);
+        """The waveform layers in `dtype` (bf16 on GPUs: `omni.vocoder.base.waveform_dtype`);
         what a subclass puts before them (CodeHifiGan's unit table and durations) stays as it is. In place."""
         for layers in (self.conv_pre, self.ups, self.resblocks, self.conv_post):
             layers.to(dtype)

@@ -1,14 +1,15 @@
 import csv
 
 import pytest
+import torch
 
 from omni import assets
 from omni.eval import latency
-from omni.vocoder import base
 
 
 def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, judge_url, monkeypatch):
-    monkeypatch.setattr(base, "native_bf16", lambda device: True)  # as on a CPU with AMX or a GPU
+    as_on_a_gpu = {"auto": torch.bfloat16, "float32": torch.float32}
+    monkeypatch.setattr(latency, "waveform_dtype", lambda dtype, device: as_on_a_gpu[dtype])
     args = ["--model", str(trio / "model"), "--decoder", str(trio / "decoder"), "--vocoder", str(trio / "vocoder")]
     args += ["--data", str(toy_dir / "eval.jsonl"), "--whisper", str(assets.ensure("whisper_tiny_en"))]
     args += ["--judge-url", judge_url(), "--judge-model", "judge"]
