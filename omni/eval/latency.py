@@ -64,7 +64,7 @@ WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the vocoder's HiFi-G
 def cast(vocoder: Vocoder, dtype: str, device: torch.device) -> Vocoder:
     """`vocoder` itself when its HiFi-GAN already runs in `dtype`, else a copy that does."""
     wanted = waveform_dtype(dtype, device)
-    if vocoder.generator.conv_pre.weight.dtype == wanted:
+    if vocoder.generator.dtype == wanted:
         return vocoder
     other = copy.deepcopy(vocoder)
     other.generator.cast(wanted)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
     settings["quality"] = PREDICTOR if quality else None
-    settings["vocoder_dtypes"] = {way: str(g.vocoder.generator.conv_pre.weight.dtype) for way, g in generators.items()}
+    settings["vocoder_dtypes"] = {way: str(g.vocoder.generator.dtype) for way, g in generators.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     done = done_runs(args.out / "runs.jsonl", settings)
     total = len(omegas) * len(WAYS) * len(clips)

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "vocoder": str(args.vocoder),
         "contrast": contrast,
-        "dtype": str(vocoder.generator.conv_pre.weight.dtype).removeprefix("torch."),
+        "dtype": str(vocoder.generator.dtype).removeprefix("torch."),
         "asr": Path(args.whisper).name,
         "data": str(args.data),
     }

@@ -99,10 +99,15 @@ class HifiGanGenerator(nn.Module):
             layers.to(dtype)
         return self
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The waveform layers' dtype (`cast`)."""
+        return self.conv_pre.weight.dtype
+
     def forward(self, x: Tensor) -> Tensor:
         """Features (batch, in_channels, frames) -> waveform (batch, 1, frames * hop), in the layers' dtype."""
         n_kernels = len(self.config.resblock_kernel_sizes)
-        x = self.conv_pre(x.to(self.conv_pre.weight.dtype))
+        x = self.conv_pre(x.to(self.dtype))
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * n_kernels : (i + 1) * n_kernels]

@@ -13,7 +13,7 @@ def test_vocoder_evaluation_writes_its_report(unit_answers, tiny_hifigan, tmp_pa
     out = tmp_path / "eval"
     args = ["--vocoder", str(tmp_path / "run" / "model"), "--data", str(unit_answers), "--out", str(out)]
     asr = str(assets.ensure("whisper_tiny_en"))
-    args += ["--dtype", "bfloat16"]  # the HiFi-GAN as generation runs it on a GPU or an AMX CPU
+    args += ["--dtype", "bfloat16"]  # the HiFi-GAN as generation runs it on a GPU
     report = vocoder_eval.main([*args, "--items", "2", "--whisper", asr, "--chunks", "4", "--contrast", "1.2"])
     results = report["results"]
     assert set(results) == {"original", "mel_copy", "resynthesis", "chunk4_bare", "chunk4_crossfade"}
