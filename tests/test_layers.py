@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = (  # lowest first; a module belongs to the layer of its longest matching prefix
     ("omni.cli", "omni.config", "omni.atomic", "omni.audio", "omni.augment", "omni.endpoint", "omni.weights",
-     "omni.convert.ctranslate2_whisper", "omni.convert.gguf_llm"),  # foundations and weight converters
+     "omni.precision", "omni.convert.ctranslate2_whisper", "omni.convert.gguf_llm"),  # foundations, weight converters
     ("omni.encoder", "omni.adaptor", "omni.prompt", "omni.chat"),  # speech in, the LLM's prompt
     ("omni.data", "omni.model"),  # the dataset contract, the speech LLM
     ("omni.units", "omni.decoder_input", "omni.speech_decoder", "omni.hidden_cache", "omni.unit_metrics"),
