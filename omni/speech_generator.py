@@ -31,7 +31,7 @@ from omni.config import DEMO_PARTS
 from omni.data import Example, SpeechCollator
 from omni.decoder_input import TextEmbeddings
 from omni.model import OmniModel
-from omni.prompt import Turn
+from omni.prompt import SPEECH_TOKEN_ID, Turn
 from omni.speech_decoder import SpeechDecoder
 from omni.vocoder.base import Vocoder, load_vocoder
 from omni.vocoder.streaming import StreamingVocoder
@@ -59,6 +59,7 @@ class SpeechGenerator:
         incremental: bool = True,
         pad_to_30s: bool | None = None,
         lookahead_units: int = 0,
+        prefix_cache: bool = True,
     ):
         if decoder.config.num_units > vocoder.num_units:
             raise ValueError(
@@ -75,6 +76,8 @@ class SpeechGenerator:
         self.join = join
         self.incremental = incremental
         self.lookahead_units = lookahead_units  # each chunk's last units wait for the next: omni/vocoder/streaming.py
+        self.prefix_cache = prefix_cache  # the prompt's text before the first speech, prefilled once (`_prefix`)
+        self._prefix: tuple[torch.Tensor, DynamicCache] | None = None  # its token ids and keys and values
         encoder = model.config.encoder
         if pad_to_30s is not None:  # the reference pads every question to 30 s
             encoder = replace(encoder, pad_to_30s=pad_to_30s)
@@ -86,6 +89,27 @@ class SpeechGenerator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # queued kernels count
         return time.perf_counter() - start
+
+    def _prefix_for(self, rows: list[torch.Tensor]) -> tuple[int, DynamicCache | None]:
+        """The keys and values of the text every question starts with (the system prompt and the template up to the
+        first speech), prefilled once: (its length, a copy for these rows), or (0, None) when a row starts otherwise
+        (a conversation whose earlier turns are text). `rows`: each row's token ids without padding."""
+        if not self.prefix_cache:
+            return 0, None
+        if self._prefix is None:
+            prompt = self.model.prompt.encode(1)[0]  # a first question: the prefix is what precedes its speech
+            ids = torch.tensor(prompt[: prompt.index(SPEECH_TOKEN_ID)], device=self.device)
+            if not len(ids):
+                self.prefix_cache = False
+                return 0, None
+            self._prefix = ids, self.model.base_llm.get_decoder()(input_ids=ids[None], use_cache=True).past_key_values
+        ids, cache = self._prefix
+        if any(len(r) <= len(ids) or not torch.equal(r[: len(ids)], ids) for r in rows):
+            return 0, None
+        copy = DynamicCache()
+        for i, layer in enumerate(cache.layers):
+            copy.update(layer.keys.repeat(len(rows), 1, 1, 1), layer.values.repeat(len(rows), 1, 1, 1), i)
+        return len(ids), copy
 
     def _pick(self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> int:
         if not do_sample:
@@ -240,10 +264,22 @@ class LiveBatch:
             for i, (c, q) in enumerate(zip(clips, questions, strict=True))
         ]
         batch = {k: v.to(g.device) for k, v in g.collate(examples).items()}
-        mask = batch["attention_mask"]
+        embeds, mask = g.model.inputs_embeds(batch), batch["attention_mask"]
+        pads = (mask.cumsum(-1) == 0).sum(-1)
+        known, cache = g._prefix_for([ids[pad:] for ids, pad in zip(batch["input_ids"], pads.tolist(), strict=True)])
+        if known:  # each row's padding moves behind the cached prefix: [prefix][padding][the rest]
+            columns = torch.arange(mask.shape[1], device=mask.device)[None]
+            order = torch.where(columns < known, columns + pads[:, None], columns)
+            order = torch.where((columns >= known) & (columns < known + pads[:, None]), columns - known, order)
+            mask = mask.gather(1, order)
+            embeds = embeds.gather(1, order[..., None].expand(-1, -1, embeds.shape[-1]))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
         out = self.body(
-            inputs_embeds=g.model.inputs_embeds(batch), attention_mask=mask, position_ids=positions, use_cache=True
+            inputs_embeds=embeds[:, known:],
+            attention_mask=mask,
+            position_ids=positions[:, known:],
+            past_key_values=cache,
+            use_cache=True,
         )
         state = out.last_hidden_state[:, -1:]
         self.cache, self.mask = _stacked([(self.cache, self.mask), (out.past_key_values, mask)])

@@ -7,6 +7,7 @@ import torch
 from omni.config import DecoderInputConfig, SpeechDecoderConfig
 from omni.decoder_input import TextEmbeddings
 from omni.model import OmniModel
+from omni.prompt import SPEECH_TOKEN_ID
 from omni.speech_decoder import SpeechDecoder
 from omni.speech_generator import LiveBatch, Question, SpeechGenerator
 from tests.conftest import noise
@@ -93,6 +94,25 @@ def test_a_batch_gives_each_request_its_own_answer(parts):
     for i in range(2):
         assert done[i].text == alone[i].text and done[i].units == alone[i].units
         np.testing.assert_array_equal(done[i].audio, alone[i].audio)
+
+
+def test_the_prompts_prefix_is_prefilled_once_and_changes_no_answer(parts):
+    """The system prompt's keys and values are computed once and reused: the same next-token logits for
+    questions of different lengths in one batch, the same answers, and a shorter prefill for the rest."""
+    model, decoder = parts
+    cached, plain = (SpeechGenerator(model, decoder, Tones(), prefix_cache=on) for on in (True, False))
+    clips = [noise(1.5, 3), noise(0.7, 4)]
+    batches = [LiveBatch(g) for g in (cached, plain)]
+    for live in batches:
+        live.join([Question(clip, 3, request=i) for i, clip in enumerate(clips)])
+    torch.testing.assert_close(batches[0].logits, batches[1].logits, rtol=1e-4, atol=1e-4)
+    prefix = model.prompt.encode(1)[0]
+    assert cached._prefix[0].tolist() == prefix[: prefix.index(SPEECH_TOKEN_ID)] and plain._prefix is None
+    assert cached._prefix[1].get_seq_length() == len(cached._prefix[0]) > 5
+    answers = [list(g.batch(clips, chunk_size=3, max_new_tokens=8)) for g in (cached, plain)]
+    for i in range(2):
+        ours, reference = ([e for e in events if e.kind == "done" and e.request == i][0] for events in answers)
+        assert ours.text == reference.text and ours.units == reference.units
 
 
 def test_lookahead_holds_back_each_chunks_last_units_and_loses_none(parts):

@@ -219,11 +219,36 @@ class VocoderConfig:
     """optimisation, logging and checkpoints"""
 
 
-SCHEMAS = {"stage1": Stage1Config, "stage2": Stage2Config, "decoder": DecoderTTSConfig, "vocoder": VocoderConfig}
+@dataclass
+class HifiGanDistillConfig:
+    """A narrower HiFi-GAN taught by the released one, for a faster first packet (train/hifigan_distill.py)."""
+
+    channels: int = 256
+    """the student's initial channels, halved at each upsampling (the teacher's 512; HiFi-GAN V2's 128)"""
+    teacher: str | None = None
+    """mel vocoder checkpoint to learn from; null = the real HiFi-GAN universal installed by make assets"""
+    vocoder: str = "runs/vocoder_demo/model"
+    """the trained unit vocoder whose generator the student replaces: its unit-to-mel model is saved in model/"""
+    segment_frames: int = 32
+    """mel frames per training window (256 samples each), one random window per answer and step"""
+    data: DataConfig = field(default_factory=DataConfig)
+    """records with response_audio whose log-mels the two generators speak (make units writes them)"""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """optimisation, logging and checkpoints"""
+
+
+SCHEMAS = {
+    "stage1": Stage1Config,
+    "stage2": Stage2Config,
+    "decoder": DecoderTTSConfig,
+    "vocoder": VocoderConfig,
+    "hifigan": HifiGanDistillConfig,
+}
 
 
 def schema_for(path: str | Path) -> type:
-    """A recipe's schema from its file name: stage1_*.yaml, stage2_*.yaml, decoder_*.yaml (TTS), vocoder_*.yaml."""
+    """A recipe's schema from its file name: stage1_*.yaml, stage2_*.yaml, decoder_*.yaml (TTS), vocoder_*.yaml,
+    hifigan_*.yaml (a distilled generator)."""
     kind = Path(path).name.split("_")[0]
     if kind not in SCHEMAS:
         raise ValueError(f"{path}: expected a name starting with one of {sorted(SCHEMAS)}_")

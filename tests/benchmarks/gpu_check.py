@@ -67,11 +67,12 @@ from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, CodeHifiGa
 from omni.vocoder.hifigan import HifiGanConfig
 
 OMEGAS: list[int | None] = [10, 40, None]  # None: offline, the whole answer vocoded at its end
-WAYS = {  # name -> (pad_to_30s, incremental decoder, join): ours, each of the reference's two choices, both
-    "ours": (False, True, "crossfade"),
-    "recomputed_decoder": (False, False, "crossfade"),
-    "padded_30s": (True, True, "crossfade"),
-    "reference": (True, False, "bare"),
+WAYS = {  # name -> (pad_to_30s, incremental decoder, join, prompt prefix prefilled once): ours, each of the
+    # reference's two main choices, and all of its ways
+    "ours": (False, True, "crossfade", True),
+    "recomputed_decoder": (False, False, "crossfade", True),
+    "padded_30s": (True, True, "crossfade", True),
+    "reference": (True, False, "bare", False),
 }
 SPLIT = ["features_ms", "encoder_ms", "prefill_ms", "decode_to_first_chunk_ms", "vocoder_ms"]
 GOALS = [  # first packet at Omega 10: (who, where, what they reach, ms we must be under)
@@ -614,8 +615,10 @@ def streaming_section(
     clock = EncoderClock(model, device)
     try:
         generators = {
-            way: FixedLengthGenerator(model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad)
-            for way, (pad, incremental, join) in WAYS.items()
+            way: FixedLengthGenerator(
+                model, decoder, vocoder, join=join, incremental=incremental, pad_to_30s=pad, prefix_cache=prefix
+            )
+            for way, (pad, incremental, join, prefix) in WAYS.items()
         }
         for generator in generators.values():  # warm-up: CUDA kernels, allocator, caches
             measure(generator, clock, questions[0], OMEGAS[0], s.new_tokens)

@@ -11,6 +11,7 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, j
     as_on_a_gpu = {"auto": torch.bfloat16, "float32": torch.float32}
     monkeypatch.setattr(latency, "waveform_dtype", lambda dtype, device: as_on_a_gpu[dtype])
     args = ["--model", str(trio / "model"), "--decoder", str(trio / "decoder"), "--vocoder", str(trio / "vocoder")]
+    args += ["--reference-vocoder", str(trio / "vocoder")]  # loaded on its own: the reference's fp32 vocoder
     args += ["--data", str(toy_dir / "eval.jsonl"), "--whisper", str(assets.ensure("whisper_tiny_en"))]
     args += ["--judge-url", judge_url(), "--judge-model", "judge"]
     args += ["--items", "2", "--omegas", "3", "0", "--max-new-tokens", "6", "--out", str(tmp_path / "o")]
@@ -29,8 +30,9 @@ def test_latency_table_ours_against_the_reference_way(trio, toy_dir, tmp_path, j
     assert len(report["runs"]) == 2 * 2 * 2 and report["environment"]["device"].startswith("cpu")
     out = tmp_path / "o"
     table = (out / "latency.md").read_text()
-    assert report["environment"]["vocoder_dtype"] == "ours bfloat16, reference float32"  # LLaMA-Omni's is fp32
-    assert "HiFi-GAN ours bfloat16, reference float32" in table
+    width = report["environment"]["vocoder_dtype"].split(" x")[1].split(",")[0]  # the tiny vocoder's channels
+    kinds = f"ours bfloat16 x{width}, reference float32 x{width}"  # LLaMA-Omni's is fp32
+    assert report["environment"]["vocoder_dtype"] == kinds and f"HiFi-GAN {kinds} (dtype x initial channels)" in table
     assert "| 3 |" in table and "S2TIF content / style" in table and "MOS (DNSMOS)" in table
     assert (out / "latency.png").stat().st_size > 1000
     assert report["judge"]["model"] == "judge"  # with how far the judge can be trusted, said under the table
