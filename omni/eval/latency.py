@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--reference-vocoder",
         type=Path,
-        help="the reference way's unit vocoder when ours is another (a distilled one: make train-vocoder-small)",
+        help="the reference way's unit vocoder when ours is another (a distilled one: python -m train.hifigan_distill)",
     )
     parser.add_argument(
         "--data",
@@ -279,9 +279,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings["reference_vocoder"] = str(args.reference_vocoder or args.vocoder)
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
     settings["quality"] = PREDICTOR if quality else None
+    hifigans = {way: g.vocoder.generator for way, g in generators.items()}
     settings["vocoders"] = {  # each way's HiFi-GAN: its dtype and width
-        way: f"{str(w.dtype).removeprefix('torch.')} x{w.config.upsample_initial_channel}"
-        for way, w in ((way, g.vocoder.generator) for way, g in generators.items())
+        way: f"{str(h.dtype).removeprefix('torch.')} x{h.config.upsample_initial_channel}"
+        for way, h in hifigans.items()
     }
     args.out.mkdir(parents=True, exist_ok=True)
     done = done_runs(args.out / "runs.jsonl", settings)

@@ -3,7 +3,7 @@
 The released generator (V1, 512 initial channels) spends most of the first packet's vocoding time. `narrowed`
 keeps, at every stage, the channels whose filters carry most weight (HiFi-GAN V2's shape at 128), so the student
 starts near its teacher instead of from noise; `distillation_loss` compares what the two say about one mel
-(log-mel and multi-resolution spectra, and the waveform itself). train/vocoder_distill.py runs it.
+(log-mel and multi-resolution spectra, and the waveform itself). train/hifigan_distill.py runs it.
 """
 
 from __future__ import annotations
