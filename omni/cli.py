@@ -29,6 +29,7 @@ COMMANDS = {
     "eval": "omni.eval.latency",  # latency, ASR-WER, judge scores and MOS per chunk size, on any spoken set
 }
 DEBUG_FLAG = "--debug"
+FIRST_CHUNK_HELP = "units that release an answer's first audio (a sooner first sound), Omega after it; 0 = Omega"
 
 
 def command_parser(description: str | None) -> argparse.ArgumentParser:

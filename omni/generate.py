@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omni.audio import MAX_QUESTION_SECONDS, load_question
-from omni.cli import command_parser
+from omni.cli import FIRST_CHUNK_HELP, command_parser
 from omni.config import DEMO_PARTS
 
 NO_MODEL = "make demo trains the demo's models; --tiny answers with tiny random ones"
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     tiny = "answer with tiny random models written to this folder (default .cache/tiny_serve): no training needed"
     parser.add_argument("--tiny", type=Path, nargs="?", const=Path(".cache/tiny_serve"), default=None, help=tiny)
     parser.add_argument("--chunk-size", type=int, default=40, help="Omega: minimum units per vocoder call; 0 = offline")
+    parser.add_argument("--first-chunk", type=int, default=0, help=FIRST_CHUNK_HELP)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--max-seconds", type=float, default=MAX_QUESTION_SECONDS, help="longest question accepted")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     conversation = None
     if args.conversation:
         conversation = Conversation.load(args.conversation) if args.conversation.exists() else Conversation()
-    generator = SpeechGenerator(*load_parts(args.model, args.decoder, args.vocoder, device), join=args.join)
+    parts = load_parts(args.model, args.decoder, args.vocoder, device)
+    generator = SpeechGenerator(*parts, join=args.join, first_chunk=args.first_chunk or None)
     sampling = {"do_sample": args.sample, "temperature": args.temperature, "top_p": args.top_p}
     if conversation is not None:
         chunk = args.chunk_size or None

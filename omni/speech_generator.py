@@ -5,11 +5,12 @@
 
 After every text token the LLM's new hidden state goes through the speech decoder; its greedy CTC
 units accumulate, and once at least `chunk_size` (Omega) new units exist they all go to the vocoder
-(the reference's semantics); the rest is flushed at the end. The decoder runs incrementally (only the
-new token's lambda frames, over cached keys and values) unless `incremental=False`, the reference's
-full-prefix recomputation; both give the same units. A decoder configured with `alignment: predicting`
-(LLaMA-Omni's released one) reads instead the state that chose each token, so a token's units are out
-before the LLM reads it. `load_parts` also takes LLaMA-Omni's released checkpoint, or the directory
+(the reference's semantics); the rest is flushed at the end. With `first_chunk` each answer's first audio
+goes out sooner, once that many units exist (fewer tokens to wait for, less to vocode); Omega holds after it.
+The decoder runs incrementally (only the new token's lambda frames, over cached keys and values) unless
+`incremental=False`, the reference's full-prefix recomputation; both give the same units. A decoder configured with
+`alignment: predicting` (LLaMA-Omni's released one) reads instead the state that chose each token, so a token's
+units are out before the LLM reads it. `load_parts` also takes LLaMA-Omni's released checkpoint, or the directory
 `python -m omni.convert.llama_omni` writes (its model/, decoder/ and vocoder/).
 """
 
@@ -60,6 +61,7 @@ class SpeechGenerator:
         pad_to_30s: bool | None = None,
         lookahead_units: int = 0,
         prefix_cache: bool = True,
+        first_chunk: int | None = None,
     ):
         if decoder.config.num_units > vocoder.num_units:
             raise ValueError(
@@ -77,6 +79,7 @@ class SpeechGenerator:
         self.incremental = incremental
         self.lookahead_units = lookahead_units  # each chunk's last units wait for the next: omni/vocoder/streaming.py
         self.prefix_cache = prefix_cache  # the prompt's text before the first speech, prefilled once (`_prefix`)
+        self.first_chunk = first_chunk  # units that release an answer's first audio; None: Omega (the reference's)
         self._prefix: tuple[torch.Tensor, DynamicCache] | None = None  # its token ids and keys and values
         encoder = model.config.encoder
         if pad_to_30s is not None:  # the reference pads every question to 30 s
@@ -165,7 +168,7 @@ class SpeechGenerator:
 
     def _advance(self, r: _Request, token: int, labels: list[int]) -> list[Event]:
         """A row's new token: its text, its units (greedy CTC continued across tokens) and, once at least Omega
-        units wait, their audio."""
+        units wait (`first_chunk` for the first audio), their audio."""
         events, at = [], r.request
         r.tokens.append(token)
         text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
@@ -181,7 +184,10 @@ class SpeechGenerator:
             r.pending += new
             r.units += new
             events.append(Event("units", self._clock(r.began), units=new, request=at))
-        if r.chunk_size is not None and len(r.pending) >= r.chunk_size:
+        omega = r.chunk_size
+        if omega is not None and not r.pieces and self.first_chunk is not None:
+            omega = min(omega, self.first_chunk)  # the answer's first audio
+        if omega is not None and len(r.pending) >= omega:
             ready = self._clock(r.began)
             r.pieces.append(r.stream.push(r.pending))
             r.pending = []

@@ -128,6 +128,26 @@ def test_lookahead_holds_back_each_chunks_last_units_and_loses_none(parts):
     assert len(answers[2][-1].audio) == len(answers[0][-1].audio) == 50 * len(answers[0][-1].units)  # none lost
 
 
+def test_a_short_first_chunk_sends_the_first_audio_sooner_and_then_keeps_omega(parts):
+    model, decoder = parts
+    answers = {}
+    for first in (None, 2):
+        generator = SpeechGenerator(model, decoder, Tones(), join="bare", first_chunk=first)
+        torch.manual_seed(0)
+        answers[first] = list(generator(noise(1.5, 3), chunk_size=6, max_new_tokens=12, do_sample=True))
+    whole, short = answers[None], answers[2]
+    assert short[-1].units == whole[-1].units and short[-1].text == whole[-1].text  # the same answer
+    np.testing.assert_array_equal(short[-1].audio, whole[-1].audio)  # bare joins: the same samples
+    audio = [e for e in short if e.kind == "audio"]
+    assert 2 * 50 <= len(audio[0].audio) < 6 * 50  # released at 2 units, before Omega's 6
+
+    def units_before_first_audio(events):
+        return len(sum((e.units for e in events[: [e.kind for e in events].index("audio")] if e.kind == "units"), []))
+
+    assert 2 <= units_before_first_audio(short) < 6 <= units_before_first_audio(whole)
+    assert all(len(e.audio) >= 6 * 50 for e in audio[1:-1])  # then Omega again
+
+
 def test_mismatched_parts_are_refused(parts):
     model, decoder = parts
     small = Tones()

@@ -6,7 +6,8 @@
 For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructions are answered (after
 warm-up runs) and timed: first-packet latency (end of the question to the first audio sample), split
 into speech encoding + prefill, decoding until the first chunk's units exist, and vocoding that chunk;
-total time, real-time factor (compute / audio), chunks; ASR-WER between the text answer and a Whisper
+total time, real-time factor (compute / audio), stalls (how long playback that starts at the first packet waits
+for later chunks), chunks; ASR-WER between the text answer and a Whisper
 transcript of the spoken one; and how many words of text were written when the first chunk played. With a
 judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each Omega also gets the paper's S2TIF
 (the text answer) and S2SIF (the transcript of the spoken answer) content and style scores, 1-5; every answer's
@@ -14,7 +15,8 @@ speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips 
 appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
 same settings measures only what is missing.
 "Ours" is variable-length encoding, the system prompt prefilled once for all questions, the incremental decoder,
-crossfaded chunks and the vocoder's HiFi-GAN in bf16 on a GPU that runs it natively; "reference" is 30 s padding,
+a short first chunk (`--first-chunk` units; Omega after it), crossfaded chunks and the vocoder's HiFi-GAN in bf16 on
+a GPU that runs it natively; "reference" is 30 s padding,
 the whole prompt prefilled per question, full-prefix decoder recomputation, bare joins and an fp32 vocoder
 (LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
 latency.csv, latency.md (laid out like the reference's table) and latency.png.
@@ -46,6 +48,8 @@ from omni.vocoder.base import Vocoder, load_vocoder, resample, waveform_dtype
 JUDGE_START_S = 300.0
 """how long a judge endpoint that is still starting is waited for"""
 OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
+FIRST_CHUNK = 4
+"""units that release ours' first audio (then Omega): one or two LLM tokens' worth, a short piece to vocode"""
 TIMED = [
     "encode_prefill_ms",
     "decode_to_first_chunk_ms",
@@ -53,12 +57,14 @@ TIMED = [
     "first_packet_ms",
     "total_s",
     "real_time_factor",
+    "stall_ms",
     "chunks",
     "words_written_at_first_chunk",
 ]
-WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the prompt's prefix prefilled once, HiFi-GAN's dtype)
-    "ours": (False, True, "crossfade", True, "auto"),
-    "reference": (True, False, "bare", False, "float32"),
+WAYS = {  # name -> (pad_to_30s, incremental decoder, join, the prompt's prefix prefilled once, HiFi-GAN's dtype,
+    # a short first chunk: --first-chunk units)
+    "ours": (False, True, "crossfade", True, "auto", True),
+    "reference": (True, False, "bare", False, "float32", False),
 }
 
 
@@ -81,6 +87,10 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
     first = audio_events[0] if audio_events else None
     written = "".join(e.text for e in events if e.kind == "text" and first and e.time <= first.time)
     seconds = len(done.audio) / done.sample_rate if done.sample_rate else 0.0
+    stall, played = 0.0, first.time if first else 0.0  # playback from the first packet on: how long it waits
+    for e in audio_events:
+        stall += max(0.0, e.time - played)
+        played = max(played, e.time) + len(e.audio) / e.sample_rate
     return {
         "encode_prefill_ms": 1000 * prefill,
         "decode_to_first_chunk_ms": 1000 * (first.ready - prefill) if first else nan,
@@ -89,6 +99,7 @@ def measure(generator: SpeechGenerator, audio: np.ndarray, omega: int | None, ma
         "total_s": done.time,
         "audio_s": seconds,
         "real_time_factor": done.time / seconds if seconds else float("nan"),
+        "stall_ms": 1000 * stall if first else nan,
         "chunks": len(audio_events),
         "words_written_at_first_chunk": len(written.split()),
         "text": done.text,
@@ -156,11 +167,12 @@ def markdown(
     lines = [
         f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads, "
         f"HiFi-GAN {env.get('vocoder_dtype', 'float32')} (dtype x initial channels); "
-        "medians, ms; first packet = encode + prefill + decode to the first chunk + vocode it)",
+        f"ours' first chunk {env.get('first_chunk') or 'Omega'} units; medians, ms; first packet = encode + prefill "
+        "+ decode to the first chunk + vocode it; stall = how long playback from the first packet waits for audio)",
         "",
-        "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF "
-        "| reference way: first packet | ASR-WER | first packet ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF | stall "
+        "| reference way: first packet | ASR-WER | stall | first packet ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     first = next(iter(summary.values()))["ours"]
     judged, rated = "s2tif_content" in first, "quality_mos_mean" in first
@@ -177,8 +189,8 @@ def markdown(
         lines.append(
             f"| {omega} | {o['encode_prefill_ms_median']:.0f} | {o['decode_to_first_chunk_ms_median']:.0f} | {llm:.0f} "
             f"| {o['vocode_first_chunk_ms_median']:.0f} | **{o['first_packet_ms_median']:.0f}** | {o['asr_wer']:.3f} "
-            f"| {o['real_time_factor_median']:.2f} | {r['first_packet_ms_median']:.0f} | {r['asr_wer']:.3f} "
-            f"| {ratio:.2f}x |"
+            f"| {o['real_time_factor_median']:.2f} | {o['stall_ms_median']:.0f} | {r['first_packet_ms_median']:.0f} "
+            f"| {r['asr_wer']:.3f} | {r['stall_ms_median']:.0f} | {ratio:.2f}x |"
         )
         if judged:
             lines[-1] += "".join(
@@ -248,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per way first")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--omegas", type=int, nargs="*", default=None, help="chunk sizes; 0 = offline")
+    parser.add_argument(
+        "--first-chunk", type=int, default=FIRST_CHUNK, help="units of ours' first audio chunk; 0 = Omega's"
+    )
     parser.add_argument("--judge-url", default=None, help="a judge's OpenAI-compatible endpoint: S2TIF, S2SIF scores")
     parser.add_argument("--judge-model", default=JudgeConfig.model, help="the model name the judge's endpoint serves")
     parser.add_argument(
@@ -271,14 +286,22 @@ def main(argv: list[str] | None = None) -> dict:
     ear = Ear.load(args.whisper, device)
     generators = {
         way: SpeechGenerator(
-            model, decoder, cast(vocoders[way], dtype, device), join, incremental, pad, prefix_cache=prefix
+            model,
+            decoder,
+            cast(vocoders[way], dtype, device),
+            join,
+            incremental,
+            pad,
+            prefix_cache=prefix,
+            first_chunk=args.first_chunk if short and args.first_chunk else None,
         )
-        for way, (pad, incremental, join, prefix, dtype) in WAYS.items()
+        for way, (pad, incremental, join, prefix, dtype, short) in WAYS.items()
     }
     settings = {"model": str(args.model), "decoder": str(args.decoder), "vocoder": str(args.vocoder)}
     settings["reference_vocoder"] = str(args.reference_vocoder or args.vocoder)
     settings |= {"data": str(args.data), "max_new_tokens": args.max_new_tokens, "judge": judge and judge.record()}
     settings["quality"] = PREDICTOR if quality else None
+    settings["first_chunk"] = args.first_chunk
     hifigans = {way: g.vocoder.generator for way, g in generators.items()}
     settings["vocoders"] = {  # each way's HiFi-GAN: its dtype and width
         way: f"{str(h.dtype).removeprefix('torch.')} x{h.config.upsample_initial_channel}"
@@ -311,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[label][way] = summarise(measured)
                 rows += measured
     env = environment(device, args)
+    env["first_chunk"] = str(args.first_chunk)
     env["vocoder_dtype"] = ", ".join(f"{way} {kind}" for way, kind in settings["vocoders"].items())
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
     if judge is not None:  # how far its scores can be trusted, asked each time: 16 short replies

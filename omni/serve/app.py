@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from omni.audio import SAMPLE_RATE
-from omni.cli import command_parser
+from omni.cli import FIRST_CHUNK_HELP, command_parser
 from omni.config import DEMO_PARTS
 from omni.serve.protocol import HTTP_STATUS, ProtocolError, parse_start
 from omni.serve.question import Question
@@ -179,7 +179,7 @@ def note(event: dict[str, Any], seconds: float, count_error: Callable[[str], Non
         count_error(event["kind"])
 
 
-def load_generator(model: Path, decoder: Path, vocoder: Path, device: str) -> Any:
+def load_generator(model: Path, decoder: Path, vocoder: Path, device: str, first_chunk: int | None = None) -> Any:
     """The three trained parts on `device`, as `omni generate` loads them."""
     for flag, path in (("--model", model), ("--decoder", decoder), ("--vocoder", vocoder)):
         if not Path(path).is_dir():
@@ -188,7 +188,7 @@ def load_generator(model: Path, decoder: Path, vocoder: Path, device: str) -> An
             )
     from omni.speech_generator import SpeechGenerator, load_parts
 
-    return SpeechGenerator(*load_parts(Path(model), Path(decoder), Path(vocoder), device))
+    return SpeechGenerator(*load_parts(Path(model), Path(decoder), Path(vocoder), device), first_chunk=first_chunk)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest question")
     parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="longest answer")
+    parser.add_argument("--first-chunk", type=int, default=0, help=FIRST_CHUNK_HELP)
     exchanges = "earlier exchanges of its connection each question is answered with (0: none)"
     parser.add_argument("--max-exchanges", type=int, default=defaults.max_exchanges, help=exchanges)
     args = parser.parse_args(argv)
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         from omni.tiny import write_tiny_models
 
         args.model, args.decoder, args.vocoder = write_tiny_models(args.tiny).values()
-    generator = load_generator(args.model, args.decoder, args.vocoder, args.device)
+    generator = load_generator(args.model, args.decoder, args.vocoder, args.device, args.first_chunk or None)
     listener = socket.create_server((args.host, args.port))  # a taken port fails here, as one error line
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logger.info("models loaded on %s; warmed up in %.1f s", args.device, warm_up(generator))

@@ -358,7 +358,7 @@ def test_convert_then_generate_from_the_directories(tmp_path, loaded, release, v
     assert sorted(p.name for p in (out / "vocoder").iterdir()) == ["config.json", "g_00500000"]
     soundfile.write(tmp_path / "q.wav", question, 16000)
     command = [sys.executable, "-m", "omni.generate", str(tmp_path / "q.wav"), "--model", str(out)]
-    command += ["--max-new-tokens", "4", "--chunk-size", "10", "-o", str(tmp_path / "a.wav")]
+    command += ["--max-new-tokens", "4", "--chunk-size", "10", "--first-chunk", "4", "-o", str(tmp_path / "a.wav")]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     audio, rate = soundfile.read(tmp_path / "a.wav")
