@@ -5,8 +5,9 @@
 
 After every text token the LLM's new hidden state goes through the speech decoder; its greedy CTC
 units accumulate, and once at least `chunk_size` (Omega) new units exist they all go to the vocoder
-(the reference's semantics); the rest is flushed at the end. With `first_chunk` each answer's first audio
-goes out sooner, once that many units exist (fewer tokens to wait for, less to vocode); Omega holds after it.
+(the reference's semantics); the rest is flushed at the end. With `first_chunk` an answer's first audio is
+its first units alone, out once that many exist (less to vocode before the first sound, and often fewer tokens to
+wait for), the units already there after them vocoded next; Omega holds after it.
 The decoder runs incrementally (only the new token's lambda frames, over cached keys and values) unless
 `incremental=False`, the reference's full-prefix recomputation; both give the same units. A decoder configured with
 `alignment: predicting` (LLaMA-Omni's released one) reads instead the state that chose each token, so a token's
@@ -184,17 +185,17 @@ class SpeechGenerator:
             r.pending += new
             r.units += new
             events.append(Event("units", self._clock(r.began), units=new, request=at))
-        omega = r.chunk_size
-        if omega is not None and not r.pieces and self.first_chunk is not None:
-            omega = min(omega, self.first_chunk)  # the answer's first audio
+        omega, pieces = r.chunk_size, [r.pending]
+        if omega is not None and not r.pieces and self.first_chunk is not None:  # the answer's first audio
+            omega, pieces = min(omega, self.first_chunk), [r.pending[: self.first_chunk], r.pending[self.first_chunk :]]
         if omega is not None and len(r.pending) >= omega:
-            ready = self._clock(r.began)
-            r.pieces.append(r.stream.push(r.pending))
+            ready, rate = self._clock(r.began), self.vocoder.sample_rate
+            for piece in filter(None, pieces):  # a short first piece is heard while the rest is vocoded
+                r.pieces.append(r.stream.push(piece))
+                events.append(
+                    Event("audio", self._clock(r.began), audio=r.pieces[-1], sample_rate=rate, ready=ready, request=at)
+                )
             r.pending = []
-            rate = self.vocoder.sample_rate
-            events.append(
-                Event("audio", self._clock(r.began), audio=r.pieces[-1], sample_rate=rate, ready=ready, request=at)
-            )
         return events
 
     def _finish(self, r: _Request) -> list[Event]:

@@ -49,7 +49,7 @@ JUDGE_START_S = 300.0
 """how long a judge endpoint that is still starting is waited for"""
 OMEGAS: list[int | None] = [10, 20, 40, 60, 80, 100, None]
 FIRST_CHUNK = 4
-"""units that release ours' first audio (then Omega): one or two LLM tokens' worth, a short piece to vocode"""
+"""units of ours' first audio, vocoded alone (a short piece heard while the rest of the chunk is vocoded)"""
 TIMED = [
     "encode_prefill_ms",
     "decode_to_first_chunk_ms",
