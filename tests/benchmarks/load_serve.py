@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--bad-every", type=int, default=4, help="every nth question is bad")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--first-chunk", type=int, default=0, help="the server's --first-chunk (0: Omega)")
     args = parser.parse_args()
     models = {"model": args.model, "decoder": args.decoder, "vocoder": args.vocoder}
     if args.model is None:
@@ -143,7 +144,7 @@ def main() -> None:
     flags = [f"--{name}={path}" for name, path in models.items()]
     flags += [f"--device={args.device}", f"--max-queue={2 * args.clients}", f"--max-batch={args.max_batch}"]
     flags += [f"--max-seconds={MAX_SECONDS}", f"--max-message-bytes={MAX_MESSAGE_BYTES}"]
-    flags += [f"--max-new-tokens={args.max_new_tokens}"]
+    flags += [f"--max-new-tokens={args.max_new_tokens}", f"--first-chunk={args.first_chunk}"]
     files = sorted(p for p in RECORDINGS.rglob("*.wav") if p.stat().st_size < 2 * 16000 * 8)  # under 8 s
     clips = [load_audio(p) for p in files]
     with launched(flags) as server:
