@@ -29,7 +29,7 @@ COMMANDS = {
     "eval": "omni.eval.latency",  # latency, ASR-WER, judge scores and MOS per chunk size, on any spoken set
 }
 DEBUG_FLAG = "--debug"
-FIRST_CHUNK_HELP = "units that release an answer's first audio (a sooner first sound), Omega after it; 0 = Omega"
+FIRST_CHUNK_HELP = "an answer's first units, spoken alone as soon as they exist (a sooner first sound); 0 = Omega's"
 
 
 def command_parser(description: str | None) -> argparse.ArgumentParser:

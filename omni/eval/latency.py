@@ -3,23 +3,21 @@
     python -m omni.eval.latency --out runs/latency                        # the demo model on this machine
     python -m omni.eval.latency --model M --decoder D --vocoder V --device cuda --items 50 --out runs/latency
 
-For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructions are answered (after
-warm-up runs) and timed: first-packet latency (end of the question to the first audio sample), split
-into speech encoding + prefill, decoding until the first chunk's units exist, and vocoding that chunk;
-total time, real-time factor (compute / audio), stalls (how long playback that starts at the first packet waits
-for later chunks), chunks; ASR-WER between the text answer and a Whisper
-transcript of the spoken one; and how many words of text were written when the first chunk played. With a
-judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each Omega also gets the paper's S2TIF
-(the text answer) and S2SIF (the transcript of the spoken answer) content and style scores, 1-5; every answer's
-speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips it). Each run is
-appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same `--out` with the
-same settings measures only what is missing.
-"Ours" is variable-length encoding, the system prompt prefilled once for all questions, the incremental decoder,
-a short first chunk (`--first-chunk` units; Omega after it), crossfaded chunks and the vocoder's HiFi-GAN in bf16 on
-a GPU that runs it natively; "reference" is 30 s padding,
-the whole prompt prefilled per question, full-prefix decoder recomputation, bare joins and an fp32 vocoder
-(LLaMA-Omni's), on the same inputs and weights. Writes latency.json,
-latency.csv, latency.md (laid out like the reference's table) and latency.png.
+For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructions are answered (after warm-up
+runs) and timed: first-packet latency (end of the question to the first audio sample), split into speech encoding +
+prefill, decoding until the first chunk's units exist, and vocoding that chunk; total time, real-time factor
+(compute / audio), stalls (how long playback that starts at the first packet waits for later chunks), chunks; ASR-
+WER between the text answer and a Whisper transcript of the spoken one; and how many words of text were written
+when the first chunk played. With a judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each
+Omega also gets the paper's S2TIF (the text answer) and S2SIF (the transcript of the spoken answer) content and
+style scores, 1-5; every answer's speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips
+it). Each run is appended to `runs.jsonl` as it finishes (its transcript and scores with it): a rerun into the same
+`--out` with the same settings measures only what is missing.
+"Ours" is variable-length encoding, the system prompt prefilled once for all questions, the incremental decoder, a
+short first chunk (`--first-chunk` units; Omega after it), crossfaded chunks and the vocoder's HiFi-GAN in bf16 on
+a GPU that runs it natively; "reference" is 30 s padding, the whole prompt prefilled per question, full-prefix
+decoder recomputation, bare joins and an fp32 vocoder (LLaMA-Omni's), on the same inputs and weights. Writes
+latency.json, latency.csv, latency.md (laid out like the reference's table) and latency.png.
 """
 
 from __future__ import annotations
