@@ -6,8 +6,8 @@
 For each Omega in {10, 20, 40, 60, 80, 100, offline}, held-out spoken instructions are answered (after warm-up
 runs) and timed: first-packet latency (end of the question to the first audio sample), split into speech encoding +
 prefill, decoding until the first chunk's units exist, and vocoding that chunk; total time, real-time factor
-(compute / audio), stalls (how long playback that starts at the first packet waits for later chunks), chunks; ASR-
-WER between the text answer and a Whisper transcript of the spoken one; and how many words of text were written
+(compute / audio), stalls (how long playback that starts at the first packet waits for later chunks), chunks;
+ASR-WER between the text answer and a Whisper transcript of the spoken one; and how many words of text were written
 when the first chunk played. With a judge (`--judge-url`, any OpenAI-compatible endpoint: omni/eval/judge.py) each
 Omega also gets the paper's S2TIF (the text answer) and S2SIF (the transcript of the spoken answer) content and
 style scores, 1-5; every answer's speech gets a predicted MOS (DNSMOS: omni/eval/quality.py; `--no-quality` skips
