@@ -165,7 +165,7 @@ def markdown(
     lines = [
         f"Latency against Omega on {items} held-out spoken instructions ({env['device']}, {env['threads']} threads, "
         f"HiFi-GAN {env.get('vocoder_dtype', 'float32')} (dtype x initial channels); "
-        f"ours' first chunk {env.get('first_chunk') or 'Omega'} units; medians, ms; first packet = encode + prefill "
+        f"ours' first chunk: {env.get('first_chunk', 'Omega')} units; medians, ms; first packet = encode + prefill "
         "+ decode to the first chunk + vocode it; stall = how long playback from the first packet waits for audio)",
         "",
         "| Omega | ours: encode+prefill | decode | LLM total | vocoder | **first packet** | ASR-WER | RTF | stall "
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[label][way] = summarise(measured)
                 rows += measured
     env = environment(device, args)
-    env["first_chunk"] = str(args.first_chunk)
+    env["first_chunk"] = str(args.first_chunk or "Omega")
     env["vocoder_dtype"] = ", ".join(f"{way} {kind}" for way, kind in settings["vocoders"].items())
     report = {"environment": env, "items": len(clips), "summary": summary, "runs": rows}
     if judge is not None:  # how far its scores can be trusted, asked each time: 16 short replies
