@@ -1,0 +1,33 @@
+"""The ear: Whisper's beam search, falling back as Whisper does only where a transcript loops, the same words every
+run, and the caller's random generators left as they were."""
+
+from pathlib import Path
+
+import soundfile
+import torch
+import whisper
+from whisper.utils import compression_ratio
+
+from omni import assets
+from omni.eval.asr import Ear, words
+
+# the demo's spoken answer "A volcano is a volcano that erupts in the air.", which greedy Whisper base hears as
+# "Okay, no, no, no, ..." (written by `python -m omni.eval.latency` on 2026-12-06)
+LOOPING = Path(__file__).with_name("fixtures") / "looping_answer.wav"
+
+
+def test_the_ear_does_not_loop_where_greedy_decoding_does():
+    model = whisper.load_model(str(assets.ensure("whisper_base")), device="cpu")
+    audio, rate = soundfile.read(LOOPING, dtype="float32")
+    assert rate == whisper.audio.SAMPLE_RATE
+    greedy = model.transcribe(audio, language="en", temperature=0.0, fp16=False)["text"]
+    assert compression_ratio(greedy) > 2.4 and len(words(greedy)) > 50  # the fixture still makes greedy decoding loop
+
+    ear = Ear(model)
+    state = torch.random.get_rng_state()
+    heard = ear(audio)
+    assert compression_ratio(heard) <= 2.4
+    assert 0 < len(words(heard)) < 20
+    assert ear(audio) == heard
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert ear(audio[:0]) == ""
