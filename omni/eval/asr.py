@@ -23,6 +23,7 @@ from whisper.normalizers import EnglishTextNormalizer
 
 EMPTY = "-"  # what an empty reference is scored as
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # greedy first; Whisper's schedule for one that loops
+LOOPING_RATIO = 2.4  # a transcript whose gzip compression ratio is over this loops (Whisper's own threshold)
 _normaliser = EnglishTextNormalizer()
 
 
@@ -68,7 +69,7 @@ class Ear:
                 language="en",
                 fp16=self.fp16,
                 temperature=FALLBACK_TEMPERATURES,
-                compression_ratio_threshold=2.4,
+                compression_ratio_threshold=LOOPING_RATIO,
                 logprob_threshold=None,  # only a loop falls back: unclear speech keeps its greedy words
                 no_speech_threshold=None,  # and is never dropped as silence
             )
