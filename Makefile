@@ -161,13 +161,13 @@ bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_hidden_cache_build.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/units/train.jsonl
 
 ## omni generate beside a busy job, and the voice server under load: first packet for 1 client and 8 at once (1 in
-## 4 bad), side by side; tiny models, then the demo's when trained (about 1 min each)
+## 4 bad), side by side; tiny models (3 rounds, about 2 min), then the demo's when trained (1 round, about 4 min)
 bench-serve: setup
 	$(PY) tests/benchmarks/bench_cli_under_load.py
 	$(PY) tests/benchmarks/load_serve.py
-	@if [ -f $(STAGE2_RUN)/model/speech_decoder.yaml ] && [ -f $(VOCODER_RUN)/model/vocoder.yaml ]; then \
+	@if [ -f $(STAGE2_MODEL) ] && [ -f $(VOCODER_MODEL) ]; then \
 		$(PY) tests/benchmarks/load_serve.py --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
-			--vocoder $(VOCODER_RUN)/model --max-new-tokens 128; fi
+			--vocoder $(VOCODER_RUN)/model --max-new-tokens 128 --rounds 1; fi
 
 ## the GPU check: stage 1/2 steps and streaming latency at the paper's shapes (small shapes on a CPU): runs/gpu_check
 gpu-check: setup

@@ -316,9 +316,11 @@ class LiveBatch:
         return [Event("prefill", g._clock(r.began), request=r.request) for r in new]
 
     @torch.no_grad()
-    def step(self) -> list[Event]:
-        """The next token of every row, its units and any audio they complete; rows that end leave."""
-        g, events = self.g, []
+    def step(self) -> Iterator[Event]:
+        """The next token of every row, its units and any audio they complete, each row's events as soon as they
+        exist; rows still waiting for their first audio are vocoded first (the others have audio playing). Rows that
+        end leave once the step is read to its end."""
+        g = self.g
         tokens = [g._pick(self.logits[i], *self.sampling) for i in range(len(self.rows))]
         ids = torch.tensor(tokens, device=g.device)[:, None]
         if not self.predicting:
@@ -326,16 +328,16 @@ class LiveBatch:
         # "predicting": `state` chose these tokens, so their units need not wait for the LLM's next step
         labels = self._unit_labels(ids)
         finished = []
-        for i, r in enumerate(self.rows):
-            events += g._advance(r, tokens[i], labels[i])
+        for i in sorted(range(len(self.rows)), key=lambda i: bool(self.rows[i].pieces)):
+            r = self.rows[i]
+            yield from g._advance(r, tokens[i], labels[i])
             if tokens[i] in self.ends or len(r.tokens) >= r.max_new_tokens:
-                events += g._finish(r)
+                yield from g._finish(r)
                 finished.append(r.request)
         if self.predicting:
             self._read(ids)  # the states that choose the next tokens
         for request in finished:
             self.leave(request)
-        return events
 
     def leave(self, request: Hashable) -> None:
         """Drop a row now (answered, cancelled or interrupted): the others go on as they were."""

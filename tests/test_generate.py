@@ -1,3 +1,4 @@
+import inspect
 from dataclasses import replace
 
 import numpy as np
@@ -205,3 +206,22 @@ def test_questions_that_join_and_leave_a_running_batch_get_the_answers_they_get_
         assert done[name].text == alone[name].text and done[name].units == alone[name].units
         np.testing.assert_array_equal(done[name].audio, alone[name].audio)
     assert live.cache is None or live.cache.get_seq_length() == 0 or live.mask.shape[0] == 0
+
+
+def test_an_answer_still_silent_is_vocoded_first_in_a_step(parts, monkeypatch):
+    """Continuous batching: in a token step the answer waiting for its first audio is advanced (and vocoded) before
+    those already heard, whose audio is playing; the step is read lazily, row by row, so each row's events go out
+    before the next row is vocoded."""
+    model, plain = parts
+    generator = SpeechGenerator(model, fused_decoder(model, plain, "none"), Tones(), join="bare")
+    live = LiveBatch(generator)
+    events = live.join([Question(noise(1.5, 3), 1, max_new_tokens=40, request="a")])
+    while not any(e.kind == "audio" for e in events):
+        events += live.step()
+    live.join([Question(noise(0.7, 4), 1, max_new_tokens=12, request="b")])
+    order, advance = [], generator._advance
+    monkeypatch.setattr(generator, "_advance", lambda r, *rest: order.append(r.request) or advance(r, *rest))
+    step = live.step()
+    assert inspect.isgenerator(step) and not order
+    list(step)
+    assert order == ["b", "a"]  # b joined after a, yet speaks first
