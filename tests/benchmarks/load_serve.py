@@ -168,11 +168,11 @@ def main() -> None:
     failed = report(results, wall, rss, status, args)
     print(f"\n| round | 1 client p50 / p90 | {args.clients} clients p50 / p90 | p90 loaded / p50 alone |")
     print("|---|---|---|---|")
-    for n, (lone, loaded) in enumerate(rounds, 1):
+    ratios = [loaded[1] / lone[0] for lone, loaded in rounds]
+    for n, ((lone, loaded), ratio) in enumerate(zip(rounds, ratios, strict=True), 1):
         alone_ms, loaded_ms = f"{lone[0]:.0f} / {lone[1]:.0f} ms", f"{loaded[0]:.0f} / {loaded[1]:.0f} ms"
-        print(f"| {n} | {alone_ms} | {loaded_ms} | {loaded[1] / lone[0]:.2f}x |")
-    ratio = float(np.median([loaded[1] / lone[0] for lone, loaded in rounds]))
-    print(f"\n{args.clients}-client p90 / 1-client p50, median of {args.rounds} rounds: {ratio:.2f}x")
+        print(f"| {n} | {alone_ms} | {loaded_ms} | {ratio:.2f}x |")
+    print(f"\n{args.clients}-client p90 / 1-client p50, median of {args.rounds} rounds: {np.median(ratios):.2f}x")
     if failed:
         raise SystemExit(1)
 

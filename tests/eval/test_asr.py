@@ -1,5 +1,5 @@
-"""The ear: Whisper's greedy decoding, falling back as Whisper does only where a transcript loops, the same words every
-run (seeded), and the caller's random generators left as they were."""
+"""The ear: Whisper's greedy decoding, falling back as Whisper does only where a transcript loops (seeded), and the
+caller's random generators left as they were."""
 
 from pathlib import Path
 
