@@ -90,7 +90,7 @@ HELDOUT := $(DEMO_DATA)/heldout.jsonl
 UNITS_HELDOUT := $(DEMO_DATA)/units/heldout.jsonl
 WHISPER := $(ASSETS)/whisper_base.pt
 
-.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-serve bench-stage2 gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
+.PHONY: help system-deps setup test test-all lint bench bench-builder bench-history bench-serve bench-stage2 bench-vocoder gpu-check assets data-demo units answers-demo tts-demo tiny-assets toy-data \
 	train-stage1 train-stage1-demo train-stage1-tiny train-tts-demo train-stage2 train-stage2-demo train-stage2-tiny \
 	train-vocoder train-vocoder-demo eval-stage1 eval-voices eval-dialogue eval-stage2 eval-vocoder eval-spoken eval-latency eval bench-s2s-eval demo demo-tiny clean piper
 
@@ -159,6 +159,11 @@ bench-history: $(STAGE1_MODEL) $(HELDOUT)
 bench-stage2: units $(STAGE1_MODEL)
 	$(PY) tests/benchmarks/bench_stage2_cache.py --config train/configs/stage2_demo.yaml
 	$(PY) tests/benchmarks/bench_hidden_cache_build.py --model $(STAGE1_RUN)/model --data $(DEMO_DATA)/units/train.jsonl
+
+## the demo's vocoder streaming answers, its HiFi-GAN reading only the frames each new chunk depends on vs each chunk's
+## whole left context, side by side (about 2 min)
+bench-vocoder: setup $(VOCODER_MODEL)
+	$(PY) tests/benchmarks/bench_stream_vocoder.py --vocoder $(VOCODER_RUN)/model
 
 ## omni generate beside a busy job, and the voice server under load: first packet for 1 client and 8 at once (1 in
 ## 4 bad), side by side; tiny models (3 rounds, about 2 min), then the demo's when trained (1 round, about 4 min)

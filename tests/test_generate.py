@@ -20,7 +20,7 @@ class Tones:
     sample_rate = 16000
     num_units = 6
 
-    def synthesize(self, units):
+    def synthesize(self, units, from_unit=0, lead=0):
         return np.repeat(np.asarray(units, dtype=np.float32), 50), np.arange(1, len(units) + 1) * 50
 
 

@@ -31,8 +31,11 @@ class Vocoder(Protocol):
         """Its HiFi-GAN: where the time goes, and what `dtype` sets."""
         ...
 
-    def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """float32 audio and the sample where each unit ends."""
+    def synthesize(self, units: Sequence[int], from_unit: int = 0, lead: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """float32 audio and the sample where each unit ends. Only the audio from `lead` samples before unit
+        `from_unit` on is wanted (a stream's new units after their left context): a vocoder may leave the work before
+        it undone (`omni.vocoder.hifigan.first_frame`), those samples then zeros; the length and the ends are the
+        whole's."""
         ...
 
 

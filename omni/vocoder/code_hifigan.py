@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator, load_state, read_generator_state
+from omni.vocoder.hifigan import HifiGanConfig, HifiGanGenerator, first_frame, load_state, read_generator_state
 
 CODE_SAMPLE_RATE = 16000  # the rate fairseq's unit vocoder speaks at (its config.json's `sampling_rate`)
 
@@ -130,11 +130,13 @@ class CodeHifiGan(HifiGanGenerator):
         log_durations = self.dur_predictor(self.dict(units)[None])[0]
         return torch.round(torch.exp(log_durations) - 1).long().clamp(min=1)
 
-    def forward(self, units: Tensor) -> Tensor:
-        """Units (T,) or (1, T) -> waveform (sum(durations) * hop_length,)."""
+    def forward(self, units: Tensor, durations: Tensor | None = None, from_frame: int = 0) -> Tensor:
+        """Units (T,) or (1, T) -> waveform (sum(durations) * hop_length,); `durations` as `durations(units)` gives
+        them, `from_frame` as `HifiGanGenerator.forward`'s."""
         units = self._check_units(units)
-        frames = self.dict(units).repeat_interleave(self.durations(units), dim=0)  # (frames, embedding_dim)
-        return super().forward(frames.T[None])[0, 0]
+        durations = self.durations(units) if durations is None else durations
+        frames = self.dict(units).repeat_interleave(durations, dim=0)  # (frames, embedding_dim)
+        return super().forward(frames.T[None], from_frame)[0, 0]
 
 
 def load_code_hifigan(checkpoint_path: str | Path, config_path: str | Path) -> CodeHifiGan:
@@ -169,9 +171,10 @@ class CodeHifiGanVocoder:
         return self.model
 
     @torch.no_grad()
-    def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, units: Sequence[int], from_unit: int = 0, lead: int = 0) -> tuple[np.ndarray, np.ndarray]:
         device = next(self.model.parameters()).device
         units = torch.as_tensor(list(units), device=device)
         durations = self.model.durations(units)
-        audio = self.model(units).float().cpu().numpy()
-        return audio, (durations.cumsum(0) * self.hop).cpu().numpy()
+        ends = (durations.cumsum(0) * self.hop).cpu().numpy()
+        audio = self.model(units, durations, first_frame(ends, from_unit, lead, self.hop))
+        return audio.float().cpu().numpy(), ends

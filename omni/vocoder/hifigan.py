@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -49,6 +50,26 @@ class HifiGanConfig:
     @property
     def hop_length(self) -> int:
         return math.prod(self.upsample_rates)
+
+    @property
+    def receptive_frames(self) -> int:
+        """Input frames on either side that an output sample can depend on (an upper bound): the waveform from frame
+        f on is the same whether the features start at 0 or at f - receptive_frames (`HifiGanGenerator.forward`)."""
+        samples, per_input = 3 * self.hop_length, self.hop_length  # conv_pre, in output samples
+        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
+            samples += math.ceil(kernel / rate) * per_input  # the transposed conv's inputs per output
+            per_input //= rate
+            samples += per_input * max(
+                sum((k - 1) * d // 2 + (k - 1) // 2 for d in dilations)
+                for k, dilations in zip(self.resblock_kernel_sizes, self.resblock_dilation_sizes, strict=True)
+            )
+        return math.ceil((samples + 3) / self.hop_length) + 1  # conv_post, and one frame to spare
+
+
+def first_frame(ends: Sequence[int], from_unit: int, lead: int, hop: int) -> int:
+    """The first frame (of `hop` samples) whose audio a vocoder is asked for: `lead` samples before unit `from_unit`
+    starts (`ends`: the sample where each unit ends); `HifiGanGenerator.forward` starts there."""
+    return max(0, int(ends[from_unit - 1]) - lead) // hop if from_unit else 0
 
 
 def _padding(kernel_size: int, dilation: int = 1) -> int:
@@ -123,15 +144,20 @@ class HifiGanGenerator(nn.Module):
         if unit_to_mel is not None:
             UnitToMel.from_pretrained(unit_to_mel).save_pretrained(directory, hifigan=GENERATOR_FILE)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Features (batch, in_channels, frames) -> waveform (batch, 1, frames * hop), in the layers' dtype."""
+    def forward(self, x: Tensor, from_frame: int = 0) -> Tensor:
+        """Features (batch, in_channels, frames) -> waveform (batch, 1, frames * hop), in the layers' dtype.
+        `from_frame`: only the waveform from that frame on is wanted (a stream's new chunk after its left context):
+        the features before it are read only as far as the receptive field reaches, and the samples before it
+        come back as zeros."""
+        start = max(0, from_frame - self.config.receptive_frames)
         n_kernels = len(self.config.resblock_kernel_sizes)
-        x = self.conv_pre(x.to(self.dtype))
+        x = self.conv_pre(x[..., start:].to(self.dtype))
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * n_kernels : (i + 1) * n_kernels]
             x = sum(block(x) for block in blocks) / n_kernels
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))  # torch's default slope 0.01 here, as in the original
+        x = torch.tanh(self.conv_post(F.leaky_relu(x)))  # torch's default slope 0.01 here, as in the original
+        return F.pad(x, (start * self.config.hop_length, 0)) if start else x
 
 
 # (gain, direction) key suffixes: the original checkpoints' and torch.nn.utils.parametrizations.weight_norm's

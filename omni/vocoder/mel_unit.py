@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omni.vocoder.hifigan import MEL_CONFIG, HifiGanGenerator, load_hifigan
+from omni.vocoder.hifigan import MEL_CONFIG, HifiGanGenerator, first_frame, load_hifigan
 from omni.vocoder.mel import MelConfig
 from omni.vocoder.unit_to_mel import UnitToMel, hifigan_reference
 
@@ -42,15 +42,15 @@ class MelUnitVocoder:
         return cls(UnitToMel.from_pretrained(directory, contrast), load_hifigan(hifigan))
 
     @torch.no_grad()
-    def speak_mel(self, mel: torch.Tensor) -> np.ndarray:
-        """Log-mel (frames, n_mels) -> float32 audio at `sample_rate`."""
-        return self.hifigan(mel.T[None])[0, 0].float().cpu().numpy()
+    def speak_mel(self, mel: torch.Tensor, from_frame: int = 0) -> np.ndarray:
+        """Log-mel (frames, n_mels) -> float32 audio at `sample_rate` (`from_frame`: `HifiGanGenerator.forward`'s)."""
+        return self.hifigan(mel.T[None], from_frame)[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
-    def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, units: Sequence[int], from_unit: int = 0, lead: int = 0) -> tuple[np.ndarray, np.ndarray]:
         device = next(self.hifigan.parameters()).device
         mel, durations = self.unit_to_mel.generate(torch.as_tensor(list(units), device=device))
-        audio = self.speak_mel(mel)
         c = self.unit_to_mel.config
         ends = torch.round(durations.cumsum(0).float() * c.mel_rate / c.unit_rate).long() * self.mel.hop
-        return audio, np.minimum(ends.cpu().numpy(), len(audio))
+        ends = np.minimum(ends.cpu().numpy(), len(mel) * self.mel.hop)
+        return self.speak_mel(mel, first_frame(ends, from_unit, lead, self.mel.hop)), ends

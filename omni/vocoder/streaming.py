@@ -58,7 +58,7 @@ class StreamingVocoder:
         if not units:
             return np.zeros(0, dtype=np.float32)
         context = self.history[-self.context_units :] if self.context_units else []
-        audio, ends = self.vocoder.synthesize(context + units + after)
+        audio, ends = self.vocoder.synthesize(context + units + after, len(context), len(self.tail))
         start = int(ends[len(context) - 1]) if context else 0
         stop = int(ends[len(context) + len(units) - 1])
         overlap = min(len(self.tail), start)

@@ -22,7 +22,7 @@ class Fixed:
     def __init__(self, onset: bool = False):
         self.onset = onset
 
-    def synthesize(self, units):
+    def synthesize(self, units, from_unit=0, lead=0):
         audio = np.repeat(np.asarray(units, dtype=np.float32), HOP)
         if self.onset:
             audio[:10] = 50.0
@@ -80,3 +80,59 @@ def test_code_hifigan_streams_at_16khz():
     durations = vocoder.model.durations(torch.tensor([3, 4, 5]))
     assert ends.tolist() == (durations.cumsum(0) * 320).tolist() and ends[-1] == len(audio)
     assert len(vocode_in_chunks(vocoder, [3, 4, 5, 6, 7], 2, "bare")) > 0
+
+
+class Whole:
+    """A vocoder that vocodes every unit it is given, wanted or not: what skipping the unwanted frames must equal."""
+
+    def __init__(self, vocoder):
+        self.vocoder, self.sample_rate, self.num_units = vocoder, vocoder.sample_rate, vocoder.num_units
+
+    def synthesize(self, units, from_unit=0, lead=0):
+        return self.vocoder.synthesize(units)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [HifiGanConfig(upsample_initial_channel=32), HifiGanConfig([5, 4, 4, 2, 2], [11, 8, 8, 4, 4], 64, in_channels=8)],
+    ids=["v1", "code"],
+)
+def test_generator_reads_only_the_frames_the_wanted_waveform_depends_on(config):
+    torch.manual_seed(0)
+    generator, hop = HifiGanGenerator(config).eval(), config.hop_length
+    x = torch.randn(1, config.in_channels, 3 * config.receptive_frames)
+    start = 2 * config.receptive_frames
+    with torch.no_grad():
+        whole, cut = generator(x)[0, 0], generator(x, from_frame=start)[0, 0]
+    assert config.receptive_frames == (16 if config.hop_length == 256 else 24)  # V1 (hop 256), fairseq's (320)
+    assert cut.shape == whole.shape and not cut[: config.receptive_frames * hop].any()  # left undone
+    torch.testing.assert_close(cut[start * hop :], whole[start * hop :], atol=1e-5, rtol=1e-4)
+    x.requires_grad_(True)  # which frames the wanted samples depend on: the bound is within 3 frames of the reach
+    generator(x)[0, 0, start * hop :].sum().backward()
+    read = (x.grad.abs().sum(1)[0] > 0).nonzero().flatten()
+    assert start - config.receptive_frames < int(read[0]) <= start - config.receptive_frames + 3
+
+
+@pytest.mark.parametrize("kind", ["mel_unit", "code_hifigan"])
+def test_stream_sounds_the_same_when_the_context_is_not_vocoded(kind):
+    torch.manual_seed(0)
+    if kind == "mel_unit":
+        config = UnitToMelConfig(num_units=12, hidden_size=16, encoder_layers=1, decoder_layers=1)
+        vocoder = MelUnitVocoder(UnitToMel(config), HifiGanGenerator(HifiGanConfig(upsample_initial_channel=32)))
+    else:
+        generator = HifiGanConfig([5, 4, 4, 2, 2], [11, 8, 8, 4, 4], upsample_initial_channel=64, in_channels=8)
+        vocoder = CodeHifiGanVocoder(CodeHifiGan(CodeHifiGanConfig(20, 8, generator, DurationPredictorConfig(8, 8))))
+    units = torch.randint(0, 12, (90,)).tolist()
+    frames = {}  # frames the generator read, with and without skipping
+
+    def count(name):
+        return lambda module, args: frames.update({name: frames.get(name, 0) + args[0].shape[-1]})
+
+    hook = vocoder.generator.conv_pre.register_forward_pre_hook(count("skipping"))
+    streamed = vocode_in_chunks(vocoder, units, 10)
+    hook.remove()
+    vocoder.generator.conv_pre.register_forward_pre_hook(count("whole"))
+    np.testing.assert_allclose(streamed, vocode_in_chunks(Whole(vocoder), units, 10), atol=1e-5)
+    # the mel vocoder's 20 units of context span more frames than its generator's reach; the code one's, each a frame
+    # long here, about as many: it saves little
+    assert frames["skipping"] < (0.75 if kind == "mel_unit" else 1) * frames["whole"]
