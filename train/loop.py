@@ -12,6 +12,7 @@ on few answers overfits: its held-out loss turns up long before the schedule end
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -64,6 +65,8 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     if precision == "auto":  # several CPU processes run fp32: DeepSpeed's bf16 engine has no CPU kernels for it
         precision = "bf16" if native_bf16() and not distributed_cpu else "no"
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))] if distributed_cpu else []
+    if distributed_cpu:
+        _without_deepspeed_shm_op()
     return Accelerator(
         mixed_precision=precision,
         gradient_accumulation_steps=config.accumulation_for(processes),
@@ -75,6 +78,16 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,  # one schedule step per optimizer step, whatever the process count
         kwargs_handlers=handlers,
     )
+
+
+def _without_deepspeed_shm_op() -> None:
+    """DeepSpeed's CPU backend compiles its shared-memory all-reduce when it starts (about 20 s, again whenever another
+    environment built it last); only inference calls it, so training over gloo does without. DeepSpeed keeps this
+    table for the process, edits included."""
+    with contextlib.suppress(ImportError):
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def run(
