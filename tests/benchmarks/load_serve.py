@@ -13,7 +13,8 @@ are Debian's pocketsphinx test recordings (1-7 s of speech), sent at once, not a
 Prints first-packet p50/p90 (from the end of the question to the first audio, at the client), throughput,
 outcomes by kind, good questions dropped (any: exit status 1) and the server's memory (RSS) before,
 at its peak and after, with its own counters; last, side by side, the first packet under load against alone per
-round: the ratio of the loaded p90 to the lone p50 (continuous batching's target: 4x or less).
+round: the ratio of the loaded p90 to the lone p50 (continuous batching's target: 4x or less); then where the first
+packet's time goes, by the server's own timings of each answer: waiting to join, prefilled, first audio sent.
 """
 
 from __future__ import annotations
@@ -65,12 +66,15 @@ async def good(url: str, audio: np.ndarray) -> dict:
         for i in range(0, len(audio), 1600):
             await send(ws, audio[i : i + 1600].astype("<f4").tobytes())
         await send(ws, END)
-        asked, first = time.perf_counter(), None
+        asked, first, server = time.perf_counter(), None, {}
         async for event in read_events(ws):
             if event["type"] == "audio" and first is None:
                 first = 1000 * (time.perf_counter() - asked)
+            if event["type"] == "timing":
+                server[event["name"]] = event["ms"]
             if event["type"] == "done":
-                return {"outcome": "answered", "first_packet_ms": first, "audio_s": event["audio_seconds"]}
+                server["queued"] = event["queued_ms"]
+                return {"outcome": "answered", "first_packet_ms": first, "audio_s": event["audio_seconds"], **server}
             if event["type"] == "error":
                 return {"outcome": f"error {event['kind']}"}
     return {"outcome": "closed"}
@@ -155,12 +159,12 @@ def main() -> None:
         rss, stop = [process.memory_info().rss], threading.Event()
         watcher = threading.Thread(target=watch_memory, args=(process, rss, stop), daemon=True)
         watcher.start()
-        rounds, results, wall = [], [], 0.0  # alone and loaded in turn: a machine's drift touches both alike
+        rounds, singles, results, wall = [], [], [], 0.0  # alone, loaded in turn: drift touches both alike
         for _ in range(args.rounds):
             alone, _ = asyncio.run(load(server.url, clips, args, 1, max(args.requests // 4, 4)))
             loaded, seconds = asyncio.run(load(server.url, clips, args, args.clients, args.requests))
             rounds.append((first_packets(alone), first_packets(loaded)))
-            results, wall = results + loaded, wall + seconds
+            singles, results, wall = singles + alone, results + loaded, wall + seconds
         stop.set()
         watcher.join()
         rss.append(process.memory_info().rss)
@@ -173,6 +177,13 @@ def main() -> None:
         alone_ms, loaded_ms = f"{lone[0]:.0f} / {lone[1]:.0f} ms", f"{loaded[0]:.0f} / {loaded[1]:.0f} ms"
         print(f"| {n} | {alone_ms} | {loaded_ms} | {ratio:.2f}x |")
     print(f"\n{args.clients}-client p90 / 1-client p50, median of {args.rounds} rounds: {np.median(ratios):.2f}x")
+    print("\nWhere the first packet's time goes, ms from the end of the question, p50 / p90 over all rounds:")
+    print("| clients | waited to join | prefilled | first audio sent (server) | first audio read (client) |")
+    print("|---|---|---|---|---|")
+    for clients, answers in ((1, singles), (args.clients, results)):
+        answered = [r for r in answers if r["outcome"] == "answered"]
+        cells = [percentiles([r.get(k) for r in answered]) for k in ("queued", "prefill", "first_packet")]
+        print(f"| {clients} | {' | '.join(cells)} | {percentiles([r['first_packet_ms'] for r in answered])} |")
     if failed:
         raise SystemExit(1)
 
@@ -181,6 +192,12 @@ def first_packets(results: list[dict]) -> tuple[float, float]:
     """p50 and p90 of the answered questions' first packets (ms)."""
     firsts = [r["first_packet_ms"] for r in results if r.get("first_packet_ms") is not None]
     return float(np.percentile(firsts, 50)), float(np.percentile(firsts, 90))
+
+
+def percentiles(values: list[float | None]) -> str:
+    """p50 / p90 of the values there are, as a table cell."""
+    present = [v for v in values if v is not None]
+    return f"{np.percentile(present, 50):.0f} / {np.percentile(present, 90):.0f}" if present else "-"
 
 
 def report(results: list[dict], wall: float, rss: list[int], status: dict, args) -> bool:
