@@ -181,23 +181,17 @@ def main() -> None:
     print("| clients | waited to join | prefilled | first audio sent (server) | first audio read (client) |")
     print("|---|---|---|---|---|")
     for clients, answers in ((1, singles), (args.clients, results)):
-        answered = [r for r in answers if r["outcome"] == "answered"]
-        cells = [percentiles([r.get(k) for r in answered]) for k in ("queued", "prefill", "first_packet")]
-        print(f"| {clients} | {' | '.join(cells)} | {percentiles([r['first_packet_ms'] for r in answered])} |")
+        keys = ("queued", "prefill", "first_packet", "first_packet_ms")
+        cells = ["{:.0f} / {:.0f}".format(*first_packets(answers, key)) for key in keys]
+        print(f"| {clients} | {' | '.join(cells)} |")
     if failed:
         raise SystemExit(1)
 
 
-def first_packets(results: list[dict]) -> tuple[float, float]:
-    """p50 and p90 of the answered questions' first packets (ms)."""
-    firsts = [r["first_packet_ms"] for r in results if r.get("first_packet_ms") is not None]
-    return float(np.percentile(firsts, 50)), float(np.percentile(firsts, 90))
-
-
-def percentiles(values: list[float | None]) -> str:
-    """p50 / p90 of the values there are, as a table cell."""
-    present = [v for v in values if v is not None]
-    return f"{np.percentile(present, 50):.0f} / {np.percentile(present, 90):.0f}" if present else "-"
+def first_packets(results: list[dict], key: str = "first_packet_ms") -> tuple[float, float]:
+    """p50 and p90 of the answered questions' first packets (ms; `key`: another of their times)."""
+    times = [r[key] for r in results if r.get(key) is not None]
+    return float(np.percentile(times, 50)), float(np.percentile(times, 90))
 
 
 def report(results: list[dict], wall: float, rss: list[int], status: dict, args) -> bool:
