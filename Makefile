@@ -166,10 +166,12 @@ bench-vocoder: setup $(VOCODER_MODEL)
 	$(PY) tests/benchmarks/bench_stream_vocoder.py --vocoder $(VOCODER_RUN)/model
 
 ## omni generate beside a busy job, and the voice server under load: first packet for 1 client and 8 at once (1 in
-## 4 bad), side by side; tiny models (3 rounds, about 2 min), then the demo's when trained (1 round, about 4 min)
+## 4 bad), side by side; tiny models (3 rounds, about 1 min, then again vocoding in the token steps' process), then
+## the demo's when trained (1 round, about 4 min)
 bench-serve: setup
 	$(PY) tests/benchmarks/bench_cli_under_load.py
 	$(PY) tests/benchmarks/load_serve.py
+	$(PY) tests/benchmarks/load_serve.py --vocoder-process off
 	@if [ -f $(STAGE2_MODEL) ] && [ -f $(VOCODER_MODEL) ]; then \
 		$(PY) tests/benchmarks/load_serve.py --model $(STAGE1_RUN)/model --decoder $(STAGE2_RUN)/model \
 			--vocoder $(VOCODER_RUN)/model --max-new-tokens 128 --rounds 1; fi

@@ -12,12 +12,16 @@ The decoder runs incrementally (only the new token's lambda frames, over cached 
 `incremental=False`, the reference's full-prefix recomputation; both give the same units. A decoder configured with
 `alignment: predicting` (LLaMA-Omni's released one) reads instead the state that chose each token, so a token's
 units are out before the LLM reads it. `load_parts` also takes LLaMA-Omni's released checkpoint, or the directory
-`python -m omni.convert.llama_omni` writes (its model/, decoder/ and vocoder/).
+`python -m omni.convert.llama_omni` writes (its model/, decoder/ and vocoder/). With `vocoder_process=True` (CPU
+models) the audio is made in a child process while the next tokens are written (`omni.vocoder.process`, what
+`omni serve` does on a CPU): the same events, the audio's a little later.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +40,7 @@ from omni.model import OmniModel
 from omni.prompt import SPEECH_TOKEN_ID, Turn
 from omni.speech_decoder import SpeechDecoder
 from omni.vocoder.base import Vocoder, load_vocoder
-from omni.vocoder.streaming import StreamingVocoder
+from omni.vocoder.process import VocoderProcess, Vocoding
 
 
 @dataclass
@@ -63,6 +67,7 @@ class SpeechGenerator:
         lookahead_units: int = 0,
         prefix_cache: bool = True,
         first_chunk: int | None = None,
+        vocoder_process: bool = False,
     ):
         if decoder.config.num_units > vocoder.num_units:
             raise ValueError(
@@ -81,6 +86,8 @@ class SpeechGenerator:
         self.lookahead_units = lookahead_units  # each chunk's last units wait for the next: omni/vocoder/streaming.py
         self.prefix_cache = prefix_cache  # the prompt's text before the first speech, prefilled once (`_prefix`)
         self.first_chunk = first_chunk  # units that release an answer's first audio; None: Omega (the reference's)
+        self.vocoder_process = vocoder_process  # live batches vocode in a child process (`omni.vocoder.process`)
+        self._process: VocoderProcess | None = None
         self._prefix: tuple[torch.Tensor, DynamicCache] | None = None  # its token ids and keys and values
         encoder = model.config.encoder
         if pad_to_30s is not None:  # the reference pads every question to 30 s
@@ -88,6 +95,8 @@ class SpeechGenerator:
         c = model.config
         self.collate = SpeechCollator(model.prompt, encoder, model.encoder.n_mels, c.adaptor.stride, "left", False)
         self.device = next(model.adaptor.parameters()).device
+        if vocoder_process and self.device.type != "cpu":
+            raise ValueError(f"a vocoder process serves CPU models; these are on {self.device}")
 
     def _clock(self, start: float) -> float:
         if self.device.type == "cuda":
@@ -167,56 +176,14 @@ class SpeechGenerator:
         """An empty live batch over these parts: questions join it and leave it at token steps."""
         return LiveBatch(self, do_sample, temperature, top_p)
 
-    def _advance(self, r: _Request, token: int, labels: list[int]) -> list[Event]:
-        """A row's new token: its text, its units (greedy CTC continued across tokens) and, once at least Omega
-        units wait (`first_chunk` for the first audio), their audio."""
-        events, at = [], r.request
-        r.tokens.append(token)
-        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
-        if len(text) > len(r.text) and not text.endswith("\ufffd"):  # hold back half a UTF-8 character
-            events.append(Event("text", self._clock(r.began), text=text[len(r.text) :], request=at))
-            r.text = text
-        new = []
-        for label in labels:  # merge repeats, drop blanks
-            if label != self.decoder.blank and label != r.previous:
-                new.append(label)
-            r.previous = label
-        if new:
-            r.pending += new
-            r.units += new
-            events.append(Event("units", self._clock(r.began), units=new, request=at))
-        omega, pieces = r.chunk_size, [r.pending]
-        if omega is not None and not r.pieces and self.first_chunk is not None:  # the answer's first audio
-            omega, pieces = min(omega, self.first_chunk), [r.pending[: self.first_chunk], r.pending[self.first_chunk :]]
-        if omega is not None and len(r.pending) >= omega:
-            ready, rate = self._clock(r.began), self.vocoder.sample_rate
-            for piece in filter(None, pieces):  # a short first piece is heard while the rest is vocoded
-                r.pieces.append(r.stream.push(piece))
-                events.append(
-                    Event("audio", self._clock(r.began), audio=r.pieces[-1], sample_rate=rate, ready=ready, request=at)
-                )
-            r.pending = []
-        return events
-
-    def _finish(self, r: _Request) -> list[Event]:
-        """A row's end: the rest of its text and audio, and its "done" event."""
-        events, at = [], r.request
-        text = self.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
-        if text != r.text:
-            events.append(Event("text", self._clock(r.began), text=text[len(r.text) :], request=at))
-            r.text = text
-        ready, rate = self._clock(r.began), self.vocoder.sample_rate
-        tail = [r.stream.push(r.pending), r.stream.flush()]
-        r.pieces += tail
-        if sum(len(t) for t in tail):
-            events.append(
-                Event(
-                    "audio", self._clock(r.began), audio=np.concatenate(tail), sample_rate=rate, ready=ready, request=at
-                )
-            )
-        whole = np.concatenate(r.pieces)
-        events.append(Event("done", self._clock(r.began), r.text, r.units, whole, rate, request=at))
-        return events
+    def vocoding(self) -> Vocoding:
+        """Where a live batch's audio is made: here, or in the one child process every batch shares (started again
+        if it died)."""
+        if not self.vocoder_process:
+            return Vocoding(self.vocoder, self.join, self.lookahead_units)
+        if self._process is None or not self._process.alive():
+            self._process = VocoderProcess(self.vocoder, self.join, self.lookahead_units)
+        return self._process
 
 
 @dataclass
@@ -236,7 +203,9 @@ class LiveBatch:
     """The answers being written now. Questions join at any token step (`join`: prefilled together, then their
     LLM and speech-decoder caches are merged into the running ones, left-padded and masked) and leave when
     answered or cancelled (`leave`), so a question never waits for another's answer to end. Every row keeps its
-    own positions, decoder frames and vocoder stream: its units are those it would get alone."""
+    own positions, decoder frames and vocoder stream: its units are those it would get alone. A row's units go to
+    the generator's `vocoding` as they complete a chunk, and its audio is an event once made; a row whose tokens
+    ended waits in `finishing` (out of the LLM's batch) until its last audio is made, then is "done"."""
 
     def __init__(
         self, generator: SpeechGenerator, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0
@@ -244,6 +213,8 @@ class LiveBatch:
         self.g = generator
         self.sampling = (do_sample, temperature, top_p)
         self.rows: list[_Request] = []
+        self.finishing: list[_Request] = []  # written to the end, their last audio still being made
+        self.vocoding = generator.vocoding()
         llm = generator.model.base_llm
         self.body, self.head = llm.get_decoder(), llm.get_output_embeddings()
         self.ends = generator.model.prompt.end_of_turn_ids
@@ -257,7 +228,7 @@ class LiveBatch:
         self.frame_mask = torch.zeros(0, 0, dtype=torch.long, device=generator.device)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + len(self.finishing)
 
     @torch.no_grad()
     def join(self, questions: Sequence[Question]) -> list[Event]:
@@ -303,7 +274,7 @@ class LiveBatch:
         self.logits = logits if not len(self.logits) else torch.cat([self.logits, logits])
         new = [
             _Request(
-                StreamingVocoder(g.vocoder, g.join, lookahead_units=g.lookahead_units),
+                next(_streams),
                 g.decoder.blank,
                 q.request,
                 q.chunk_size,
@@ -319,8 +290,12 @@ class LiveBatch:
     def step(self) -> Iterator[Event]:
         """The next token of every row, its units and any audio they complete, each row's events as soon as they
         exist; rows still waiting for their first audio are vocoded first (the others have audio playing). Rows that
-        end leave once the step is read to its end."""
+        end leave the LLM's batch once the step is read to its end. With only `finishing` rows, waits a little for
+        their audio."""
         g = self.g
+        if not self.rows:
+            yield from self._heard(wait=0.01)
+            return
         tokens = [g._pick(self.logits[i], *self.sampling) for i in range(len(self.rows))]
         ids = torch.tensor(tokens, device=g.device)[:, None]
         if not self.predicting:
@@ -328,19 +303,92 @@ class LiveBatch:
         # "predicting": `state` chose these tokens, so their units need not wait for the LLM's next step
         labels = self._unit_labels(ids)
         finished = []
-        for i in sorted(range(len(self.rows)), key=lambda i: bool(self.rows[i].pieces)):
+        for i in sorted(range(len(self.rows)), key=lambda i: self.rows[i].pushed > 0):
             r = self.rows[i]
-            yield from g._advance(r, tokens[i], labels[i])
+            yield from self._advance(r, tokens[i], labels[i])
             if tokens[i] in self.ends or len(r.tokens) >= r.max_new_tokens:
-                yield from g._finish(r)
-                finished.append(r.request)
+                yield from self._finish(r)
+                finished.append(r)
+            yield from self._heard()
         if self.predicting:
             self._read(ids)  # the states that choose the next tokens
-        for request in finished:
-            self.leave(request)
+        for r in finished:
+            self._forget(r.request)
+            if not r.done:
+                self.finishing.append(r)
 
     def leave(self, request: Hashable) -> None:
-        """Drop a row now (answered, cancelled or interrupted): the others go on as they were."""
+        """Drop a row now (answered, cancelled or interrupted): the others go on as they were, and nothing more of its
+        audio is made."""
+        for r in [*self.rows, *self.finishing]:
+            if r.request == request:
+                self.vocoding.drop(r.stream)
+        self.finishing = [r for r in self.finishing if r.request != request]
+        self._forget(request)
+
+    def _advance(self, r: _Request, token: int, labels: list[int]) -> list[Event]:
+        """A row's new token: its text and its units (greedy CTC continued across tokens); once at least Omega units
+        wait (`first_chunk` for the first audio) they go to the vocoder."""
+        g, events, at = self.g, [], r.request
+        r.tokens.append(token)
+        text = g.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if len(text) > len(r.text) and not text.endswith("\ufffd"):  # hold back half a UTF-8 character
+            events.append(Event("text", g._clock(r.began), text=text[len(r.text) :], request=at))
+            r.text = text
+        new = []
+        for label in labels:  # merge repeats, drop blanks
+            if label != g.decoder.blank and label != r.previous:
+                new.append(label)
+            r.previous = label
+        if new:
+            r.pending += new
+            r.units += new
+            events.append(Event("units", g._clock(r.began), units=new, request=at))
+        omega, pieces = r.chunk_size, [r.pending]
+        if omega is not None and not r.pushed and g.first_chunk is not None:  # the answer's first audio
+            omega, pieces = min(omega, g.first_chunk), [r.pending[: g.first_chunk], r.pending[g.first_chunk :]]
+        if omega is not None and len(r.pending) >= omega:
+            for piece in filter(None, pieces):  # a short first piece is heard while the rest is vocoded
+                self._push(r, piece)
+            r.pending = []
+        return events
+
+    def _finish(self, r: _Request) -> list[Event]:
+        """A row's end: the rest of its text; the rest of its units go to the vocoder, the stream's last."""
+        events = []
+        text = self.g.model.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if text != r.text:
+            events.append(Event("text", self.g._clock(r.began), text=text[len(r.text) :], request=r.request))
+            r.text = text
+        self._push(r, r.pending, last=True)
+        r.pending = []
+        return events
+
+    def _push(self, r: _Request, units: list[int], last: bool = False) -> None:
+        r.ready.append(self.g._clock(r.began))  # when this piece's units were all there
+        self.vocoding.push(r.stream, units, last=last, first=not r.pushed)
+        r.pushed += 1
+
+    def _heard(self, wait: float = 0.0) -> Iterator[Event]:
+        """The audio made since, as events (a row's last piece only if it is not empty), and the "done" of each row
+        whose last audio it was: its whole text, units and audio."""
+        rows = {r.stream: r for r in [*self.rows, *self.finishing]}
+        rate = self.g.vocoder.sample_rate
+        for stream, audio, last in self.vocoding.take(wait):
+            if (r := rows.get(stream)) is None:  # left meanwhile
+                continue
+            ready, at = r.ready.popleft(), r.request
+            r.pieces.append(audio)
+            if len(audio) or not last:
+                yield Event("audio", self.g._clock(r.began), audio=audio, sample_rate=rate, ready=ready, request=at)
+            if last:
+                r.done = True
+                self.finishing = [f for f in self.finishing if f is not r]
+                whole = np.concatenate(r.pieces)
+                yield Event("done", self.g._clock(r.began), r.text, r.units, whole, rate, request=at)
+
+    def _forget(self, request: Hashable) -> None:
+        """A row out of the LLM's and the speech decoder's batch."""
         keep = [i for i, r in enumerate(self.rows) if r.request != request]
         if len(keep) == len(self.rows):
             return
@@ -389,11 +437,14 @@ class LiveBatch:
         return logits.argmax(-1).tolist()
 
 
+_streams = itertools.count()  # every row's vocoder stream its own name, whichever batch it is in
+
+
 @dataclass
 class _Request:
     """What one row of a live batch has produced so far."""
 
-    stream: StreamingVocoder
+    stream: int  # its audio's stream in the batch's vocoding
     previous: int  # the last frame's best class, for merging repeats across tokens
     request: Hashable  # the name its events carry
     chunk_size: int | None  # Omega; None: vocoded whole at the end
@@ -403,7 +454,10 @@ class _Request:
     text: str = ""
     pending: list[int] = field(default_factory=list)
     units: list[int] = field(default_factory=list)
-    pieces: list[np.ndarray] = field(default_factory=list)
+    pieces: list[np.ndarray] = field(default_factory=list)  # its audio so far
+    pushed: int = 0  # pieces sent to the vocoder
+    ready: deque[float] = field(default_factory=deque)  # when the units of each piece still being vocoded were there
+    done: bool = False  # its last audio is made
     prefix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # the reference's full pass
 
 

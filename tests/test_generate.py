@@ -1,4 +1,6 @@
 import inspect
+import os
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -208,6 +210,40 @@ def test_questions_that_join_and_leave_a_running_batch_get_the_answers_they_get_
     assert live.cache is None or live.cache.get_seq_length() == 0 or live.mask.shape[0] == 0
 
 
+def test_a_live_batch_vocoding_in_a_process_of_its_own_gives_the_answers_made_here(parts):
+    """`vocoder_process=True`: questions joining and leaving get the text, units and audio they get with the
+    vocoding done here; when the child dies, the next live batch starts another."""
+    model, plain = parts
+    decoder = fused_decoder(model, plain, "none")
+    answers = {}
+    for beside in (False, True):
+        generator = SpeechGenerator(model, decoder, Tones(), vocoder_process=beside)
+        live = generator.live()
+        events = live.join([Question(noise(1.5, 3), 3, max_new_tokens=10, request="a")])
+        events += live.step()
+        events += live.join(
+            [Question(noise(s, seed), 2, max_new_tokens=10, request=n) for n, s, seed in (("b", 0.7, 4), ("c", 1.1, 5))]
+        )
+        events += live.step()
+        live.leave("c")
+        left = len(events)
+        while live:
+            events += live.step()
+        assert not any(e.request == "c" for e in events[left:])
+        answers[beside] = {e.request: e for e in events if e.kind == "done"}
+    assert sorted(answers[True]) == ["a", "b"]
+    for name in ("a", "b"):
+        here, there = answers[False][name], answers[True][name]
+        assert (there.text, there.units) == (here.text, here.units) and len(there.units) > 3
+        np.testing.assert_array_equal(there.audio, here.audio)
+    dead = generator._process
+    os.kill(dead._process.pid, signal.SIGKILL)
+    dead._process.wait()
+    again = list(generator(noise(0.7, 4), chunk_size=2, max_new_tokens=10))[-1]
+    assert generator._process is not dead and generator._process.alive()
+    assert again.units == answers[False]["b"].units
+
+
 def test_an_answer_still_silent_is_vocoded_first_in_a_step(parts, monkeypatch):
     """Continuous batching: in a token step the answer waiting for its first audio is advanced (and vocoded) before
     those already heard, whose audio is playing; the step is read lazily, row by row, so each row's events go out
@@ -219,8 +255,8 @@ def test_an_answer_still_silent_is_vocoded_first_in_a_step(parts, monkeypatch):
     while not any(e.kind == "audio" for e in events):
         events += live.step()
     live.join([Question(noise(0.7, 4), 1, max_new_tokens=12, request="b")])
-    order, advance = [], generator._advance
-    monkeypatch.setattr(generator, "_advance", lambda r, *rest: order.append(r.request) or advance(r, *rest))
+    order, advance = [], live._advance
+    monkeypatch.setattr(live, "_advance", lambda r, *rest: order.append(r.request) or advance(r, *rest))
     step = live.step()
     assert inspect.isgenerator(step) and not order
     list(step)

@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import logging
+import os
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -179,7 +180,14 @@ def note(event: dict[str, Any], seconds: float, count_error: Callable[[str], Non
         count_error(event["kind"])
 
 
-def load_generator(model: Path, decoder: Path, vocoder: Path, device: str, first_chunk: int | None = None) -> Any:
+def load_generator(
+    model: Path,
+    decoder: Path,
+    vocoder: Path,
+    device: str,
+    first_chunk: int | None = None,
+    vocoder_process: bool = False,
+) -> Any:
     """The three trained parts on `device`, as `omni generate` loads them."""
     for flag, path in (("--model", model), ("--decoder", decoder), ("--vocoder", vocoder)):
         if not Path(path).is_dir():
@@ -188,7 +196,8 @@ def load_generator(model: Path, decoder: Path, vocoder: Path, device: str, first
             )
     from omni.speech_generator import SpeechGenerator, load_parts
 
-    return SpeechGenerator(*load_parts(Path(model), Path(decoder), Path(vocoder), device), first_chunk=first_chunk)
+    parts = load_parts(Path(model), Path(decoder), Path(vocoder), device)
+    return SpeechGenerator(*parts, first_chunk=first_chunk, vocoder_process=vocoder_process)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-chunk", type=int, default=0, help=FIRST_CHUNK_HELP)
     exchanges = "earlier exchanges of its connection each question is answered with (0: none)"
     parser.add_argument("--max-exchanges", type=int, default=defaults.max_exchanges, help=exchanges)
+    beside = "vocode in a process of its own, on a core of its own (auto: on a CPU with more than one core)"
+    parser.add_argument("--vocoder-process", choices=["auto", "on", "off"], default="auto", help=beside)
     args = parser.parse_args(argv)
     settings = Settings(
         args.max_queue,
@@ -228,10 +239,16 @@ def main(argv: list[str] | None = None) -> None:
         from omni.tiny import write_tiny_models
 
         args.model, args.decoder, args.vocoder = write_tiny_models(args.tiny).values()
-    generator = load_generator(args.model, args.decoder, args.vocoder, args.device, args.first_chunk or None)
+    cpu, cores = torch.device(args.device).type == "cpu", os.cpu_count() or 1
+    beside = args.vocoder_process == "on" or (args.vocoder_process == "auto" and cpu and cores > 1)
+    if beside and cpu:  # the token steps leave the vocoder's core to it
+        torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+    parts = (args.model, args.decoder, args.vocoder, args.device, args.first_chunk or None, beside)
+    generator = load_generator(*parts)
     listener = socket.create_server((args.host, args.port))  # a taken port fails here, as one error line
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logger.info("models loaded on %s; warmed up in %.1f s", args.device, warm_up(generator))
+    vocoding = "in a process of its own" if beside else "with the token steps"
+    logger.info("models loaded on %s, vocoding %s; warmed up in %.1f s", args.device, vocoding, warm_up(generator))
     logger.info("http://%s:%d (page, /health, /ready, POST /v1/answer; WebSocket /v1/stream)", args.host, args.port)
     config = uvicorn.Config(
         create_app(generator, settings), ws_max_size=4 * settings.max_message_bytes, log_level="info"

@@ -163,6 +163,8 @@ class Worker:
                     live.leave(job_id)  # its client left or stopped it: no more work for it
                     del jobs[job_id]
                 if joining:
+                    if not live:  # a fresh batch, so that a vocoder process that died meanwhile is started again
+                        live = self.generator.live()
                     started = time.perf_counter()
                     rate = self.generator.vocoder.sample_rate
                     for job in joining:

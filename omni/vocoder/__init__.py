@@ -8,6 +8,7 @@
 - mel_unit.py      `MelUnitVocoder`: unit-to-mel + HiFi-GAN, at `MEL_CONFIG.sample_rate`
 - code_hifigan.py  `CodeHifiGanVocoder`: fairseq's unit HiFi-GAN (the reference's), at `CODE_SAMPLE_RATE`
 - streaming.py     `StreamingVocoder` / `vocode_in_chunks`: any `Vocoder`, chunk by chunk, joined bare or crossfaded
+- process.py       `Vocoding` / `VocoderProcess`: many answers' streams, vocoded here or in a child process beside
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ Every `--bad-every`th question is bad, in turn:
 empty, NaN, not audio, too long, malformed, too large, or a client that leaves mid-answer. The good ones
 are Debian's pocketsphinx test recordings (1-7 s of speech), sent at once, not at the pace of speech.
 Prints first-packet p50/p90 (from the end of the question to the first audio, at the client), throughput,
-outcomes by kind, good questions dropped (any: exit status 1) and the server's memory (RSS) before,
-at its peak and after, with its own counters; last, side by side, the first packet under load against alone per
-round: the ratio of the loaded p90 to the lone p50 (continuous batching's target: 4x or less); then where the first
-packet's time goes, by the server's own timings of each answer: waiting to join, prefilled, first audio sent.
+outcomes by kind, good questions dropped (any: exit status 1) and the server's memory (RSS, its vocoder process's
+included) before, at its peak and after, with its own counters; last, side by side, the first packet under load
+against alone per round: the ratio of the loaded p90 to the lone p50 (continuous batching's target: 4x or less); then
+where the first packet's time goes, by the server's own timings of each answer: waiting to join, prefilled, first
+audio sent. `--vocoder-process off` runs the server with its vocoding in the token steps' process (the way before).
 """
 
 from __future__ import annotations
@@ -126,7 +127,12 @@ async def load(
 def watch_memory(process: psutil.Process, samples: list[int], stop: threading.Event) -> None:
     """The server's RSS every 0.2 s."""
     while not stop.wait(0.2):
-        samples.append(process.memory_info().rss)
+        samples.append(rss(process))
+
+
+def rss(process: psutil.Process) -> int:
+    """The server's resident memory, its vocoder process's included."""
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
 
 def main() -> None:
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--first-chunk", type=int, default=0, help="the server's --first-chunk (0: Omega)")
+    parser.add_argument("--vocoder-process", default="auto", help="the server's --vocoder-process (auto, on, off)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of 1 client then all; the ratio is their median")
     args = parser.parse_args()
     models = {"model": args.model, "decoder": args.decoder, "vocoder": args.vocoder}
@@ -151,13 +158,14 @@ def main() -> None:
     flags += [f"--device={args.device}", f"--max-queue={2 * args.clients}", f"--max-batch={args.max_batch}"]
     flags += [f"--max-seconds={MAX_SECONDS}", f"--max-message-bytes={MAX_MESSAGE_BYTES}"]
     flags += [f"--max-new-tokens={args.max_new_tokens}", f"--first-chunk={args.first_chunk}"]
+    flags += [f"--vocoder-process={args.vocoder_process}"]
     files = sorted(p for p in RECORDINGS.rglob("*.wav") if p.stat().st_size < 2 * 16000 * 8)  # under 8 s
     clips = [load_audio(p) for p in files]
     with launched(flags) as server:
         process = psutil.Process(server.process.pid)
         asyncio.run(good(server.url, clips[0]))  # the first answer of a process allocates what later ones reuse
-        rss, stop = [process.memory_info().rss], threading.Event()
-        watcher = threading.Thread(target=watch_memory, args=(process, rss, stop), daemon=True)
+        rss_samples, stop = [rss(process)], threading.Event()
+        watcher = threading.Thread(target=watch_memory, args=(process, rss_samples, stop), daemon=True)
         watcher.start()
         rounds, singles, results, wall = [], [], [], 0.0  # alone, loaded in turn: drift touches both alike
         for _ in range(args.rounds):
@@ -167,9 +175,9 @@ def main() -> None:
             singles, results, wall = singles + alone, results + loaded, wall + seconds
         stop.set()
         watcher.join()
-        rss.append(process.memory_info().rss)
+        rss_samples.append(rss(process))
         status = httpx.get(f"{server.url}/health").json()
-    failed = report(results, wall, rss, status, args)
+    failed = report(results, wall, rss_samples, status, args)
     print(f"\n| round | 1 client p50 / p90 | {args.clients} clients p50 / p90 | p90 loaded / p50 alone |")
     print("|---|---|---|---|")
     ratios = [loaded[1] / lone[0] for lone, loaded in rounds]
@@ -213,7 +221,8 @@ def report(results: list[dict], wall: float, rss: list[int], status: dict, args)
     print(f"server: served {status['served']}, cancelled {status['cancelled']}, places held now {status['active']}")
     print(f"server: {batches} batches, {per_batch:.2f} questions each")
     quarters = ", ".join(f"{rss[min(len(rss) - 1, q * len(rss) // 4)] / mib:.0f}" for q in (1, 2, 3))
-    print(f"server RSS: {rss[0] / mib:.0f} MiB before, {quarters} MiB after each quarter of the run, ", end="")
+    print(f"server RSS (its vocoder process's too): {rss[0] / mib:.0f} MiB before, ", end="")
+    print(f"{quarters} MiB after each quarter of the run, ", end="")
     print(f"{rss[-1] / mib:.0f} MiB after, {max(rss) / mib:.0f} MiB peak")
     print(f"good questions dropped: {dropped}; bad ones not refused as they should be: {len(unexpected)}")
     return bool(dropped or unexpected or status["active"])

@@ -32,7 +32,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def server(tiny_models, tmp_path_factory) -> Iterator[Server]:
     args = [f"--{name}={path}" for name, path in tiny_models.items()]
     args += ["--device=cpu", f"--max-queue={MAX_QUEUE}", f"--max-seconds={MAX_SECONDS}"]
-    args += [f"--max-message-bytes={MAX_MESSAGE_BYTES}", "--max-new-tokens=64"]
+    args += [f"--max-message-bytes={MAX_MESSAGE_BYTES}", "--max-new-tokens=64", "--vocoder-process=on"]
     with launched(args, log=tmp_path_factory.mktemp("serve_log") / "serve.log") as running:
         yield running
 

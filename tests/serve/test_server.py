@@ -11,6 +11,7 @@ import time
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import websockets
 
@@ -275,6 +276,24 @@ def test_health_readiness_page_and_log_line(server):
     assert "http://" not in page and "https://" not in page  # nothing is fetched from elsewhere
     ask(server.url, WAV)
     assert " done: question 3.0 s, first packet " in server.log_text()
+
+
+def test_a_killed_vocoder_process_is_started_again_and_the_next_answer_comes(server):
+    """The server vocodes in a process of its own (`--vocoder-process on`); killed between answers, the next
+    question starts another and is answered in full."""
+
+    def vocoders() -> list[psutil.Process]:
+        children = psutil.Process(server.process.pid).children()
+        return [p for p in children if "omni.vocoder.process" in p.cmdline()]
+
+    [vocoder] = vocoders()
+    vocoder.kill()
+    wait_until(lambda: not vocoder.is_running() or vocoder.status() == psutil.STATUS_ZOMBIE)
+    answer = ask(server.url, WAV, chunk_size=5)
+    assert answer.text and len(answer.audio) > 1600
+    [again] = vocoders()
+    assert again.pid != vocoder.pid
+    assert "vocoding in a process of its own" in server.log_text()
 
 
 def test_a_missing_model_is_one_error_line(tmp_path):
