@@ -61,7 +61,7 @@ from omni.data import Example, SpeechCollator
 from omni.encoder import SpeechEncoder
 from omni.model import OmniModel
 from omni.speech_decoder import SpeechDecoder
-from omni.speech_generator import Event, SpeechGenerator
+from omni.speech_generator import Event, LiveBatch, SpeechGenerator
 from omni.tiny import tiny_tokenizer
 from omni.vocoder.code_hifigan import CodeHifiGan, CodeHifiGanConfig, CodeHifiGanVocoder, DurationPredictorConfig
 from omni.vocoder.hifigan import HifiGanConfig
@@ -535,8 +535,17 @@ class FixedLengthGenerator(SpeechGenerator):
     def _pick(self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> int:
         return super()._pick(logits.masked_fill(~self.allowed, -math.inf), do_sample, temperature, top_p)
 
+    def live(self, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> LiveBatch:
+        return TimedLiveBatch(self, do_sample, temperature, top_p)
+
+
+class TimedLiveBatch(LiveBatch):
+    """Notes in its generator's `token_times` when each token's units were there."""
+
+    g: FixedLengthGenerator
+
     def _advance(self, r: Any, token: int, labels: list[int]) -> list[Event]:
-        self.token_times.append(self._clock(r.began))  # the token's units are known: argmax was read
+        self.g.token_times.append(self.g._clock(r.began))  # the token's units are known: argmax was read
         return super()._advance(r, token, labels)
 
 
