@@ -14,16 +14,7 @@ from omni.prompt import SPEECH_TOKEN_ID
 from omni.speech_decoder import SpeechDecoder
 from omni.speech_generator import LiveBatch, Question, SpeechGenerator
 from tests.conftest import noise
-
-
-class Tones:
-    """A stand-in vocoder: each unit is 50 samples of its id."""
-
-    sample_rate = 16000
-    num_units = 6
-
-    def synthesize(self, units, from_unit=0, lead=0):
-        return np.repeat(np.asarray(units, dtype=np.float32), 50), np.arange(1, len(units) + 1) * 50
+from tests.tones import Tones
 
 
 @pytest.fixture(scope="module")
