@@ -372,9 +372,12 @@ class LiveBatch:
     def _heard(self, wait: float = 0.0) -> Iterator[Event]:
         """The audio made since, as events (a row's last piece only if it is not empty), and the "done" of each row
         whose last audio it was: its whole text, units and audio."""
+        made = self.vocoding.take(wait)
+        if not made:  # most calls: after every row of every step
+            return
         rows = {r.stream: r for r in [*self.rows, *self.finishing]}
         rate = self.g.vocoder.sample_rate
-        for stream, audio, last in self.vocoding.take(wait):
+        for stream, audio, last in made:
             if (r := rows.get(stream)) is None:  # left meanwhile
                 continue
             ready, at = r.ready.popleft(), r.request

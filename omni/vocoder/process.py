@@ -66,9 +66,6 @@ class Vocoding:
         made, self.made = self.made, []
         return made
 
-    def close(self) -> None:
-        self.streams.clear()
-
 
 class VocoderProcess(Vocoding):
     """`Vocoding` in a child process (`python -m omni.vocoder.process`, sent a copy of the vocoder, `threads` torch
